@@ -1,0 +1,59 @@
+"""The ``stcn`` command line: one sub-command per module, each registering itself.
+
+A sub-command module exposes ``register(subparsers)``; the parser it adds sets ``func`` to a callable
+taking the parsed ``argparse.Namespace`` and returning an exit status (``None`` means 0).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from stcn.errors import UserError
+
+# Modules are imported lazily by name so that `stcn --help` stays fast and a broken optional
+# dependency of one command does not break the others.
+COMMAND_MODULES = (
+    "stcn.demo",
+    "stcn.weights.cli",
+    "stcn.eval.evaluate_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stcn",
+        description="STCN video object segmentation: segment, evaluate, train, manage weights.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # the command is not implemented in this build
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        status = args.func(args)
+    except UserError as exc:
+        print(f"stcn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stcn: interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else int(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
