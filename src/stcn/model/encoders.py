@@ -1,0 +1,96 @@
+"""The two ResNet encoders of STCN.
+
+Neither downloads anything: ImageNet initialisation is a training concern (``pretrained=True`` here
+loads torchvision's weights, which the trainer asks for explicitly).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision import models
+
+from stcn.model.modules import FeatureFusion
+
+
+def _with_conv_bias(module: nn.Module) -> nn.Module:
+    """Replace every bias-free Conv2d of ``module`` (recursively) by the same conv with a bias.
+
+    The original value encoder is a ResNet-18 whose convolutions all carry biases.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and child.bias is None:
+            conv = nn.Conv2d(
+                child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                child.padding, child.dilation, child.groups, bias=True,
+            )
+            with torch.no_grad():
+                conv.weight.copy_(child.weight)
+                conv.bias.zero_()
+            setattr(module, name, conv)
+        else:
+            _with_conv_bias(child)
+    return module
+
+
+def _widen_first_conv(conv: nn.Conv2d, extra_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``extra_channels`` more inputs, the new input weights set to zero."""
+    wide = nn.Conv2d(
+        conv.in_channels + extra_channels, conv.out_channels, conv.kernel_size, conv.stride,
+        conv.padding, bias=conv.bias is not None,
+    )
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.weight[:, : conv.in_channels] = conv.weight
+        if conv.bias is not None:
+            wide.bias.copy_(conv.bias)
+    return wide
+
+
+class KeyEncoder(nn.Module):
+    """ResNet-50 up to layer3. Image (B, 3, H, W) -> f16 (B, 1024, H/16, W/16), f8 (B, 512), f4 (B, 256)."""
+
+    def __init__(self, pretrained: bool = False) -> None:
+        super().__init__()
+        resnet = models.resnet50(weights=models.ResNet50_Weights.IMAGENET1K_V1 if pretrained else None)
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.res2 = resnet.layer1  # named res2 in the released checkpoints
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(image))))
+        f4 = self.res2(x)
+        f8 = self.layer2(f4)
+        f16 = self.layer3(f8)
+        return f16, f8, f4
+
+
+class ValueEncoder(nn.Module):
+    """ResNet-18 (biased convs) up to layer3 on [image, mask(s)], fused with the key encoder's f16.
+
+    image (B, 3, H, W), mask (B, 1, H, W), others (B, 1, H, W) -- the sum of the other objects'
+    masks, absent in the single-object network -- key_f16 (B, 1024, H/16, W/16)
+    -> value (B, 512, H/16, W/16).
+    """
+
+    def __init__(self, *, single_object: bool = False, pretrained: bool = False) -> None:
+        super().__init__()
+        self.single_object = single_object
+        resnet = models.resnet18(weights=models.ResNet18_Weights.IMAGENET1K_V1 if pretrained else None)
+        resnet.conv1 = _widen_first_conv(resnet.conv1, 1 if single_object else 2)
+        _with_conv_bias(resnet)
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
+        self.fuser = FeatureFusion(1024 + 256, 512)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        key_f16: torch.Tensor,
+        mask: torch.Tensor,
+        others: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        inputs = [image, mask] if self.single_object else [image, mask, others]
+        x = self.maxpool(self.relu(self.bn1(self.conv1(torch.cat(inputs, dim=1)))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fuser(x, key_f16)

@@ -1,0 +1,225 @@
+"""Reading and writing STCN checkpoints, strictly and safely.
+
+Accepted files: ``.pth``/``.pt`` through ``torch.load(weights_only=True)`` (never arbitrary unpickling)
+and ``.safetensors``. Accepted contents: the released multi-object state dict, a training checkpoint
+(``{'network': state_dict, ...}``), a stage-0 single-object state dict (4-channel
+``value_encoder.conv1.weight``), and DDP-prefixed (``module.``) variants of those.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stcn.errors import CheckpointError
+
+FIRST_VALUE_CONV = "value_encoder.conv1.weight"
+MULTI_OBJECT_IN_CHANNELS = 5  # image (3) + this object's mask + the others' mask
+SINGLE_OBJECT_IN_CHANNELS = 4  # image (3) + mask
+_SHOW = 5  # how many names of each kind an error message lists
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the state dict (CPU tensors), where it came from and what it is."""
+
+    state_dict: "OrderedDict[str, torch.Tensor]"
+    path: Path
+    single_object: bool
+    metadata: dict[str, str]
+
+    @property
+    def variant(self) -> str:
+        return "stage-0 single-object" if self.single_object else "multi-object"
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(t.numel() for n, t in self.state_dict.items() if not n.endswith("num_batches_tracked"))
+
+
+def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, expected a checkpoint file (.pth or .safetensors)")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = dict(f.metadata() or {})
+                tensors = OrderedDict((k, f.get_tensor(k)) for k in f.keys())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        return tensors, metadata
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = _first_line(exc)
+        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds Python objects other than tensors, and loading it "
+                "could run arbitrary code (only plain state dicts are accepted)"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({detail})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        msg = str(exc)
+        if "zip archive" in msg or "central directory" in msg or isinstance(exc, EOFError):
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+    return obj, {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _as_state_dict(obj: Any, path: Path) -> "OrderedDict[str, torch.Tensor]":
+    if isinstance(obj, dict) and "network" in obj and isinstance(obj["network"], dict):
+        obj = obj["network"]  # a training checkpoint
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: not a state dict (expected a dict of tensors, got {type(obj).__name__})")
+    non_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointError(
+            f"{path}: not a state dict: entries that are not tensors: {', '.join(map(str, non_tensors[:_SHOW]))}"
+        )
+    if all(k.startswith("module.") for k in obj):  # saved from a DistributedDataParallel wrapper
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return OrderedDict(obj)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint file into a :class:`Checkpoint` (no model is built).
+
+    Raises :class:`CheckpointError` with a one-line message for a missing file, a directory, a truncated
+    or foreign file, a pickle that needs arbitrary code, or a dict that is not a state dict.
+    """
+    path = Path(path)
+    obj, metadata = _read_file(path)
+    state_dict = _as_state_dict(obj, path)
+    conv = state_dict.get(FIRST_VALUE_CONV)
+    single_object = conv is not None and conv.ndim == 4 and conv.shape[1] == SINGLE_OBJECT_IN_CHANNELS
+    return Checkpoint(state_dict, path, single_object, metadata)
+
+
+def widen_single_object(state_dict: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+    """A stage-0 state dict made loadable by the multi-object network: the value encoder's first conv
+    gets a zero 5th input channel (the 'others' mask), as the original's inference scripts do.
+    (Training from stage 0 fills it with an orthogonal init instead: see stcn.train.)"""
+    out = OrderedDict(state_dict)
+    w = out[FIRST_VALUE_CONV]
+    pad = w.new_zeros(w.shape[0], MULTI_OBJECT_IN_CHANNELS - w.shape[1], *w.shape[2:])
+    out[FIRST_VALUE_CONV] = torch.cat([w, pad], dim=1)
+    return out
+
+
+def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load ``state_dict`` into ``module``, refusing any missing, unexpected or mis-shaped key.
+
+    The error lists the first few names of each kind and names ``source``.
+    """
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
+        if items:
+            more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:_SHOW])}{more}")
+    if problems:
+        raise CheckpointError(f"{source}: does not match the STCN network: " + "; ".join(problems))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    single_object: bool = False,
+) -> torch.nn.Module:
+    """Build the STCN network from a checkpoint and return it in eval mode on ``device``.
+
+    A stage-0 single-object checkpoint is widened to the multi-object network (zero 'others' channel)
+    unless ``single_object=True`` asks for the single-object network itself.
+    """
+    from stcn.model.network import STCN
+
+    ckpt = read_checkpoint(path)
+    state_dict = ckpt.state_dict
+    if ckpt.single_object and not single_object:
+        state_dict = widen_single_object(state_dict)
+    elif single_object and not ckpt.single_object:
+        raise CheckpointError(f"{ckpt.path}: is a multi-object checkpoint, cannot build the single-object network")
+    model = STCN(single_object=single_object)
+    load_state_dict_strict(model, state_dict, ckpt.path)
+    return model.to(device).eval()
+
+
+def save_safetensors(
+    state_dict: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``state_dict`` as safetensors atomically (temporary file in the same folder, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def summarize(ckpt: Checkpoint) -> dict[str, Any]:
+    """What ``stcn weights info`` prints: variant, parameter count, key groups, metadata."""
+    groups: "OrderedDict[str, int]" = OrderedDict()
+    for name, t in ckpt.state_dict.items():
+        top = name.split(".", 1)[0]
+        groups[top] = groups.get(top, 0) + (0 if name.endswith("num_batches_tracked") else t.numel())
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in ckpt.state_dict.values()})
+    return {
+        "file": str(ckpt.path),
+        "variant": ckpt.variant,
+        "tensors": len(ckpt.state_dict),
+        "parameters": ckpt.num_parameters,
+        "dtypes": dtypes,
+        "groups": dict(groups),
+        "value_encoder_in_channels": int(ckpt.state_dict[FIRST_VALUE_CONV].shape[1])
+        if FIRST_VALUE_CONV in ckpt.state_dict else None,
+        "metadata": ckpt.metadata,
+    }
+
+
+def summary_text(info: dict[str, Any]) -> str:
+    lines = [
+        f"file:       {info['file']}",
+        f"variant:    {info['variant']}",
+        f"tensors:    {info['tensors']}",
+        f"parameters: {info['parameters']:,}",
+        f"dtypes:     {', '.join(info['dtypes'])}",
+        "groups:",
+    ]
+    lines += [f"  {name:<16} {count:>12,}" for name, count in info["groups"].items()]
+    if info["metadata"]:
+        lines.append("metadata:   " + json.dumps(info["metadata"], sort_keys=True))
+    return "\n".join(lines)

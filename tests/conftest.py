@@ -1,0 +1,59 @@
+"""Shared fixtures: the reference weight recipe and reference tensors (copied from the project's
+shared/reference into tests/data/reference; see tests/data/README.md)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "reference"
+
+torch.set_num_threads(2)
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("make_weights", REFERENCE / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_weights"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def recipe():
+    """The reference weight recipe module (make_state_dict(variant, seed), verify, ...)."""
+    return _recipe()
+
+
+@pytest.fixture(scope="session")
+def recipe_weights(recipe, tmp_path_factory):
+    """variant ('mo' | 'so') -> path of a .pth holding the recipe's seed-0 state dict (built once)."""
+    cache: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in cache:
+            sd = recipe.make_state_dict(variant, 0, str(REFERENCE / "state_dict_manifest.json"))
+            assert not recipe.verify(sd, str(REFERENCE / "weights_checksums.json"), f"{variant}_seed0")
+            path = tmp_path_factory.mktemp("weights") / f"{variant}_seed0.pth"
+            torch.save(sd, path)
+            cache[variant] = path
+        return cache[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def mo_model(recipe_weights):
+    import stcn
+
+    return stcn.load_model(recipe_weights("mo"))
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
