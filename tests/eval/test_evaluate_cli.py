@@ -202,6 +202,27 @@ def test_first_error_in_order_is_reported_with_a_pool(tmp_path, capsys, monkeypa
     assert stderr.startswith("stcn: error: seq_a frame 00003: result ") and stderr.count("\n") == 1
 
 
+def test_corrupt_result_png(tmp_path, capsys):
+    results = _copy_results(ERRORS / "results" / "reference_ok", tmp_path / "results")
+    png = results / "seq_a" / "00002.png"
+    png.write_bytes(png.read_bytes()[:60])  # truncated
+    code, _, stderr = _run(capsys, "--gt", str(ERRORS / "DAVIS"), "--results", str(results))
+    assert code == 2 and stderr.count("\n") == 1
+    assert stderr.startswith("stcn: error: seq_a frame 00002: result ") and "cannot be read as a PNG" in stderr
+
+
+def test_blank_lines_in_sequence_list_are_skipped(tmp_path, capsys):
+    gt = tmp_path / "DAVIS"
+    shutil.copytree(ERRORS / "DAVIS" / "Annotations", gt / "Annotations")
+    (gt / "ImageSets" / "2017").mkdir(parents=True)
+    (gt / "ImageSets" / "2017" / "val.txt").write_text("seq_a\n\n  seq_b  \n\n")
+    code, _, stderr = _run(capsys, "--gt", str(gt), "--results", str(ERRORS / "results" / "reference_ok"),
+                           "--out", str(tmp_path / "out"), "--quiet", "--no-plots")
+    assert code == 0, stderr
+    expected = EXPECTED["reference_ok"]["per_sequence_results_csv"]
+    assert (tmp_path / "out" / "per-sequence_results-val.csv").read_text() == expected
+
+
 # --------------------------------------------------------------------------------------------------
 # Usage mistakes
 # --------------------------------------------------------------------------------------------------

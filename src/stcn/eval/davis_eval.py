@@ -60,7 +60,7 @@ def read_label_png(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
             arr = np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"{what} {path} not found") from None
-    except OSError as exc:  # Pillow's UnidentifiedImageError and truncated files are OSErrors
+    except (OSError, SyntaxError, ValueError) as exc:  # unidentified, truncated or broken PNG data
         raise DataError(f"{what} {path} cannot be read as a PNG: {exc}") from None
     if arr.ndim != 2:
         raise DataError(

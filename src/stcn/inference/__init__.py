@@ -1,0 +1,5 @@
+"""Streaming inference: memory bank, the frame-by-frame engine, readers and writers."""
+from stcn.inference.inference_core import InferenceCore
+from stcn.inference.memory_bank import MemoryBank
+
+__all__ = ["InferenceCore", "MemoryBank"]

@@ -1,0 +1,217 @@
+"""The streaming inference engine: one frame in, probabilities out.
+
+It reproduces the original STCN's two evaluation paths with one rule set:
+
+* every annotated frame (a frame given with a mask) becomes memory; objects may first appear on any
+  frame and ids need not be contiguous;
+* a propagated frame becomes memory when it is at least ``mem_every`` frames after the last memory
+  frame (with a single annotation at frame 0 this is the DAVIS path's ``t % mem_every == 0``);
+* with ``include_last`` every other frame is kept as the single temporary memory entry;
+* a frame's value is encoded only when the next frame arrives, so the last frame of a video never
+  pays for a value it would not use (the original skips it explicitly).
+
+The engine holds no per-frame outputs: memory grows with memory frames only.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stcn.inference.memory_bank import MemoryBank
+from stcn.inference.preprocess import (
+    pad, pad_amounts, resize_image, resize_labels, resized_size, to_normalised_tensor, unpad,
+)
+from stcn.model.aggregation import aggregate
+from stcn.model.memory import Similarity
+from stcn.model.network import STCN, KeyFeatures
+
+
+@dataclass
+class _PendingMemory:
+    frame: int
+    key: torch.Tensor
+    f16: torch.Tensor
+    image: torch.Tensor
+    object_probs: torch.Tensor  # (O, 1, H, W) at the padded size
+    object_ids: tuple[int, ...]
+    temporary: bool
+
+
+class InferenceCore:
+    """Frame-by-frame semi-supervised VOS with STCN.
+
+    Args:
+        model: an :class:`~stcn.model.network.STCN` (e.g. from :func:`stcn.load_model`).
+        top_k: affinities kept per query position (the paper: 20).
+        mem_every: a propagated frame becomes memory this many frames after the last memory frame.
+        include_last: keep the latest frame as a temporary memory entry.
+        size: process frames with this shorter side (bicubic, as the original's YouTube-VOS and generic
+            evaluation), or ``-1`` for the native size (its DAVIS evaluation). Outputs are always at
+            the input size.
+        amp: autocast (float16 on CUDA, bfloat16 on CPU).
+        similarity: ``"l2"`` (STCN) or ``"dot"`` (the paper's ablation).
+        query_chunk: read the memory this many query positions at a time (bounds peak memory).
+    """
+
+    def __init__(
+        self,
+        model: STCN,
+        *,
+        top_k: int = 20,
+        mem_every: int = 5,
+        include_last: bool = False,
+        size: int = -1,
+        amp: bool = False,
+        similarity: Similarity = "l2",
+        query_chunk: int | None = None,
+    ) -> None:
+        if mem_every < 1:
+            raise ValueError("mem_every must be >= 1")
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.mem_every = mem_every
+        self.include_last = include_last
+        self.size = size
+        self.amp = amp
+        self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk)
+        self.object_ids: list[int] = []
+        self.frame_index = -1
+        self.last_memory_frame: int | None = None
+        self._pending: _PendingMemory | None = None
+
+    # ----------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _flush_pending(self) -> None:
+        p, self._pending = self._pending, None
+        if p is None:
+            return
+        with self._autocast():
+            values = self.model.encode_object_values(p.image, p.f16, p.object_probs).float()
+        self.memory.add(p.frame, p.key, dict(zip(p.object_ids, values)), temporary=p.temporary)
+
+    def _prepare_image(self, image) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], tuple[int, ...]]:
+        x = to_normalised_tensor(image, self.device)
+        h, w = x.shape[-2:]
+        proc = resized_size(h, w, self.size)
+        x = resize_image(x, proc)
+        amounts = pad_amounts(*proc)
+        return pad(x, amounts), (h, w), proc, amounts
+
+    def _prepare_mask(self, mask, size: tuple[int, int], proc, amounts) -> torch.Tensor:
+        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        if m.dim() != 2:
+            raise ValueError(f"mask must be an HxW map of object ids, got shape {tuple(m.shape)}")
+        if tuple(m.shape) != tuple(size):
+            raise ValueError(f"mask is {m.shape[0]}x{m.shape[1]} but the frame is {size[0]}x{size[1]}")
+        m = resize_labels(m.to(self.device, torch.int64), proc)
+        return pad(m, amounts)
+
+    def _encode_key(self, x: torch.Tensor) -> KeyFeatures:
+        with self._autocast():
+            return KeyFeatures(*(f.float() for f in self.model.encode_key(x)))
+
+    def _propagate(self, feats: KeyFeatures) -> torch.Tensor:
+        ids = tuple(self.object_ids)
+        with self._autocast():
+            readout = self.memory.read(feats.key, ids)
+            logits = self.model.decode(readout, feats.f16_thin, feats.f8, feats.f4)
+        return torch.sigmoid(logits.float())  # (O, 1, H, W)
+
+    # ----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(
+        self,
+        image: np.ndarray | torch.Tensor,
+        mask: np.ndarray | torch.Tensor | None = None,
+        objects: Sequence[int] | None = None,
+        *,
+        need_output: bool = True,
+    ) -> torch.Tensor | None:
+        """Process the next frame.
+
+        Args:
+            image: HxWx3 uint8 numpy array, or a 3xHxW float tensor in [0, 1].
+            mask: optional HxW map of object ids for this frame (0 = background); any frame may carry
+                one, bringing new objects or re-annotating known ones.
+            objects: the ids the mask defines (default: all non-zero ids in it). Pixels of other ids
+                are ignored.
+            need_output: ``False`` lets the engine skip a frame that is neither memory nor annotated
+                (the original's YouTube-VOS path skips frames it does not write); it returns None.
+
+        Returns:
+            (K+1, H, W) float32 probabilities at the input size, channel 0 the background and channel
+            i the object ``self.object_ids[i-1]``; or None for a skipped frame.
+        """
+        t = self.frame_index + 1
+        self.frame_index = t
+        self._flush_pending()
+        x, size, proc, amounts = self._prepare_image(image)
+        is_memory = self.last_memory_frame is not None and t - self.last_memory_frame >= self.mem_every
+        if mask is None and not need_output and not is_memory and not self.include_last:
+            return None
+
+        feats: KeyFeatures | None = None
+        object_probs: torch.Tensor | None = None  # (O, 1, Hp, Wp)
+        if self.object_ids and len(self.memory):
+            feats = self._encode_key(x)
+            object_probs = self._propagate(feats)
+        probs: torch.Tensor | None = None
+        if object_probs is not None:
+            probs = aggregate(object_probs, dim=0)
+
+        if mask is not None:
+            labels = self._prepare_mask(mask, size, proc, amounts)
+            given = sorted(int(i) for i in torch.unique(labels).tolist() if i != 0) if objects is None \
+                else [int(i) for i in objects]
+            new = [i for i in given if i not in self.object_ids]
+            self.object_ids.extend(new)
+            hp, wp = labels.shape
+            current = torch.zeros(len(self.object_ids), 1, hp, wp, device=self.device)
+            if probs is not None:
+                current[: probs.shape[0] - 1] = probs[1:]
+            if given:
+                given_t = torch.tensor(given, device=self.device)
+                region = torch.isin(labels, given_t)
+                current[:, :, region] = 0
+                for oid in given:
+                    current[self.object_ids.index(oid), 0] = (labels == oid).float()
+            probs = aggregate(current, dim=0)
+            is_memory = bool(self.object_ids)
+            if feats is None:
+                feats = self._encode_key(x)
+
+        if probs is None:  # no object yet: everything is background
+            return torch.ones(1, *size, device=self.device)
+
+        if is_memory or self.include_last:
+            if feats is None:
+                feats = self._encode_key(x)
+            self._pending = _PendingMemory(
+                t, feats.key, feats.f16, x, probs[1:], tuple(self.object_ids), temporary=not is_memory
+            )
+            if is_memory:
+                self.last_memory_frame = t
+        return self._to_output(probs, size, proc, amounts)
+
+    def _to_output(self, probs: torch.Tensor, size, proc, amounts) -> torch.Tensor:
+        out = unpad(probs[:, 0], amounts)
+        if tuple(proc) != tuple(size):
+            out = F.interpolate(out[None], size=size, mode="bilinear", align_corners=False)[0]
+        return out
+
+    def labels(self, probs: torch.Tensor) -> np.ndarray:
+        """(K+1, H, W) probabilities -> HxW label map in the original object ids (uint8 when ids fit)."""
+        index = probs.argmax(dim=0).cpu().numpy()
+        lut = np.array([0, *self.object_ids], dtype=np.int64)
+        out = lut[index]
+        return out.astype(np.uint8) if lut.max() <= 255 else out.astype(np.int32)

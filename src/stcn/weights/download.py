@@ -1,0 +1,55 @@
+"""Fetching released checkpoints into the cache, and checking a checkpoint against the network.
+
+    >>> from stcn.weights.download import download_weights
+    >>> download_weights("s012")              # -> ~/.cache/stcn/weights/stcn_s012.pth
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from stcn.errors import UserError
+from stcn.utils.download import download_file
+from stcn.weights import registry
+from stcn.weights.io import Checkpoint, load_state_dict_strict, read_checkpoint
+
+
+def verify_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read ``path`` and check that its keys and shapes fit the STCN network of its variant.
+
+    The network is built on the ``meta`` device (no memory, well under a second). Raises
+    :class:`~stcn.errors.CheckpointError` naming the missing, unexpected and mis-shaped keys.
+    """
+    import torch
+
+    from stcn.model.network import STCN
+
+    ckpt = read_checkpoint(path)
+    with torch.device("meta"):
+        model = STCN(single_object=ckpt.single_object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "copying from a non-meta parameter ... is a no-op"
+        load_state_dict_strict(model, ckpt.state_dict, ckpt.path)
+    return ckpt
+
+
+def download_weights(name: str = registry.DEFAULT, *, force: bool = False, progress: bool = True) -> Path:
+    """Make sure checkpoint ``name`` is in the cache and return its path.
+
+    Already there and not ``force``: nothing is downloaded. Otherwise the file is downloaded (continuing
+    a partial download unless ``force``), checked (sha256 when the registry knows it, and that it is an
+    STCN checkpoint), then moved into place.
+    """
+    entry = registry.get(name)
+    path = registry.cached_path(name)
+    if not entry.downloadable:
+        if path.is_file():
+            return path
+        raise UserError(f"weights {name!r} are shipped with the package but {path} is missing; reinstall stcn")
+    if path.is_file() and not force:
+        return path
+    assert entry.url is not None
+    check = verify_checkpoint if Path(entry.filename).suffix in (".pth", ".pt") else None
+    return download_file(entry.url, path, sha256=entry.sha256, progress=progress, resume=not force, check=check,
+                         desc=entry.filename)

@@ -1,0 +1,116 @@
+"""The released STCN checkpoints and where they are kept on this machine.
+
+    >>> from stcn.weights import registry
+    >>> registry.cached_path("s012")          # ~/.cache/stcn/weights/stcn_s012.pth (may not exist yet)
+    >>> registry.default_weights()            # that path if the file is there, else None
+
+The cache folder is ``$STCN_HOME`` (default ``~/.cache/stcn``); weights live in ``<cache>/weights/``.
+To add a checkpoint later (e.g. the S2M/fusion networks for interactive use), call :func:`add` with a
+:class:`WeightsEntry`, or add it to ``_BUILTIN`` below. An entry with ``package_file`` set is shipped
+inside the ``stcn`` package (e.g. a small demo model) and needs no download.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from stcn.errors import UserError
+
+DEFAULT = "s012"
+ENV_HOME = "STCN_HOME"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One released checkpoint.
+
+    name: what the user types (``stcn weights download NAME``). filename: its name in the cache.
+    url: where to download it (None for a packaged file). sha256: expected digest, None if unknown.
+    package_file: path relative to the ``stcn`` package for a file shipped with it (no download).
+    """
+
+    name: str
+    filename: str
+    description: str
+    url: str | None = None
+    sha256: str | None = None
+    package_file: str | None = None
+
+    @property
+    def downloadable(self) -> bool:
+        return self.url is not None and self.package_file is None
+
+
+def google_drive_url(file_id: str) -> str:
+    return f"https://drive.google.com/uc?id={file_id}"
+
+
+_BUILTIN = (
+    WeightsEntry(
+        name="s012",
+        filename="stcn_s012.pth",
+        description="the default: trained on static images, BL30K, then DAVIS + YouTube-VOS",
+        url=google_drive_url("1mRrE0uCI2ktdWlUgapJI_KmgeIiF2eOm"),
+    ),
+    WeightsEntry(
+        name="s03",
+        filename="stcn_s03.pth",
+        description="trained on static images, then DAVIS + YouTube-VOS (no BL30K)",
+        url=google_drive_url("1JllXPJZola0G-g1aUQfXe9nLMBioj-aH"),
+    ),
+)
+
+REGISTRY: dict[str, WeightsEntry] = {entry.name: entry for entry in _BUILTIN}
+
+
+class UnknownWeightsError(UserError):
+    """A weights name that the registry does not know."""
+
+
+def add(entry: WeightsEntry) -> None:
+    """Register (or replace) a checkpoint."""
+    REGISTRY[entry.name] = entry
+
+
+def names(*, downloadable_only: bool = False) -> list[str]:
+    return [n for n, e in REGISTRY.items() if e.downloadable or not downloadable_only]
+
+
+def get(name: str) -> WeightsEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownWeightsError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def cache_dir() -> Path:
+    """``$STCN_HOME``, or ``~/.cache/stcn`` when it is not set (not created here)."""
+    home = os.environ.get(ENV_HOME)
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "stcn"
+
+
+def weights_dir() -> Path:
+    return cache_dir() / "weights"
+
+
+def cached_path(name: str) -> Path:
+    """Where checkpoint ``name`` is (or will be once downloaded); the file may not exist."""
+    entry = get(name)
+    if entry.package_file is not None:
+        return Path(__file__).resolve().parents[1] / entry.package_file
+    return weights_dir() / entry.filename
+
+
+def default_weights() -> Path | None:
+    """The default (s012) checkpoint if it is on this machine, else None."""
+    path = cached_path(DEFAULT)
+    return path if path.is_file() else None
+
+
+def missing_weights_message(name: str = DEFAULT) -> str:
+    """One line telling the user how to get checkpoint ``name``."""
+    return (
+        f"no STCN weights found (looked for {cached_path(name)}): run `stcn weights download {name}` "
+        "to fetch them, or pass --weights PATH"
+    )
