@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "stcn.demo",
     "stcn.weights.cli",
     "stcn.eval.evaluate_cli",
+    "stcn.inference.segment_cli",
 )
 
 

@@ -78,6 +78,7 @@ def test_convert_round_trip(recipe_weights, mo_sd, tmp_path, capsys):
     out = tmp_path / "mo.safetensors"
     assert main(["weights", "convert", str(src), str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mo.safetensors"]  # no temporary file left
     ckpt = read_checkpoint(out)
     assert ckpt.metadata["stcn_variant"] == "multi-object" and ckpt.metadata["source"] == src.name
     assert sorted(ckpt.state_dict) == sorted(mo_sd)  # safetensors stores the keys sorted
@@ -87,17 +88,9 @@ def test_convert_round_trip(recipe_weights, mo_sd, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "variant:    multi-object" in text and '"stcn_variant": "multi-object"' in text
 
-    # refuses to overwrite unless --force
-    assert main(["weights", "convert", str(src), str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("stcn: error:") and err.count("\n") == 1 and "--force" in err
-    assert main(["weights", "convert", str(src), str(out), "--force"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mo.safetensors"]  # no temporary files left
 
-
-def test_convert_half_round_trip(mo_sd, tmp_path, capsys):
-    src = tmp_path / "train.pth"  # also: a training checkpoint with a DDP prefix converts to the plain dict
-    torch.save(_training_checkpoint(OrderedDict(("module." + k, v) for k, v in mo_sd.items())), src)
+def test_convert_half_round_trip(recipe_weights, mo_sd, tmp_path, capsys):
+    src = recipe_weights("mo")
     out = tmp_path / "half.safetensors"
     assert main(["weights", "convert", str(src), str(out), "--half"]) == 0
     ckpt = read_checkpoint(out)
@@ -111,12 +104,20 @@ def test_convert_half_round_trip(mo_sd, tmp_path, capsys):
     _assert_model_holds(model, expected)
 
 
-def test_convert_single_object_keeps_its_variant(recipe_weights, so_sd, tmp_path, capsys):
+def test_convert_single_object_and_force(recipe_weights, so_sd, tmp_path, capsys):
     out = tmp_path / "so.safetensors"
-    assert main(["weights", "convert", str(recipe_weights("so")), str(out)]) == 0
+    out.write_bytes(b"precious")
+    assert main(["weights", "convert", str(recipe_weights("so")), str(out)]) == 2  # refuses to overwrite
+    err = capsys.readouterr().err
+    assert err.startswith("stcn: error:") and err.count("\n") == 1 and "--force" in err
+    assert out.read_bytes() == b"precious"
+
+    assert main(["weights", "convert", str(recipe_weights("so")), str(out), "--force"]) == 0
     ckpt = read_checkpoint(out)
     assert ckpt.single_object and ckpt.metadata["stcn_variant"] == "single-object"
     assert torch.equal(ckpt.state_dict[FIRST_VALUE_CONV], so_sd[FIRST_VALUE_CONV])
+    assert main(["weights", "info", str(out)]) == 0
+    assert "stage-0 single-object" in capsys.readouterr().out
 
 
 def test_convert_needs_a_safetensors_name(recipe_weights, tmp_path, capsys):
