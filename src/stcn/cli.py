@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "stcn.demo",
     "stcn.weights.cli",
     "stcn.eval.evaluate_cli",
+    "stcn.eval.runner_cli",
+    "stcn.train.cli",
     "stcn.inference.segment_cli",
 )
 

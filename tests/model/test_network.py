@@ -76,3 +76,22 @@ def test_training_pass_gives_every_trainable_parameter_a_gradient(single_object)
     params = dict(net.named_parameters())
     bias_grad = params["key_proj.key_proj.bias"].grad.abs().max()
     assert bias_grad < 1e-4 * params["key_proj.key_proj.weight"].grad.abs().max()
+
+
+def test_small_config_round_trips_through_a_checkpoint(tmp_path):
+    """A checkpoint records its ModelConfig, so load_model rebuilds the small network."""
+    import stcn
+    from stcn.model import PRESETS
+
+    torch.manual_seed(0)
+    net = STCN(PRESETS["small"])
+    assert sum(p.numel() for p in net.parameters()) < 12.5e6  # fits 25 MB in float16
+    path = stcn.save_safetensors(net.state_dict(), tmp_path / "small.safetensors",
+                                 {"stcn_config": net.config.to_json()})
+    loaded = stcn.load_model(path)
+    assert loaded.config == PRESETS["small"]
+    for (name, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    # a training checkpoint records it too
+    torch.save({"network": net.state_dict(), "stcn_config": net.config.to_json(), "it": 3}, tmp_path / "c.pth")
+    assert stcn.load_model(tmp_path / "c.pth").config == PRESETS["small"]

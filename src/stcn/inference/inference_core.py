@@ -127,11 +127,34 @@ class InferenceCore:
             logits = self.model.decode(readout, feats.f16_thin, feats.f8, feats.f4)
         return torch.sigmoid(logits.float())  # (O, 1, H, W)
 
+    @property
+    def memory_frames(self) -> list[int]:
+        """Indices of the frames in memory, the latest included even while its value is still pending
+        (values are encoded when the next frame is computed, never for a frame that none follows)."""
+        frames = self.memory.frames
+        if self._pending is not None and not self._pending.temporary:
+            frames = [*frames, self._pending.frame]
+        return frames
+
+    def _is_memory_frame(self, t: int) -> bool:
+        return self.last_memory_frame is not None and t - self.last_memory_frame >= self.mem_every
+
+    def will_compute(self, *, annotated: bool = False, need_output: bool = True) -> bool:
+        """Whether :meth:`step` would compute the next frame.
+
+        False only for a frame without a mask whose output is not needed and that is not a memory
+        frame (and ``include_last`` is off): ``step`` then returns None without looking at the image,
+        so a caller may skip decoding it and pass ``None``.
+        """
+        if annotated or need_output or self.include_last:
+            return True
+        return self._is_memory_frame(self.frame_index + 1)
+
     # ----------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(
         self,
-        image: np.ndarray | torch.Tensor,
+        image: np.ndarray | torch.Tensor | None,
         mask: np.ndarray | torch.Tensor | None = None,
         objects: Sequence[int] | None = None,
         *,
@@ -140,25 +163,33 @@ class InferenceCore:
         """Process the next frame.
 
         Args:
-            image: HxWx3 uint8 numpy array, or a 3xHxW float tensor in [0, 1].
+            image: HxWx3 uint8 numpy array, or a 3xHxW float tensor in [0, 1]; may be None for a
+                frame that :meth:`will_compute` says is skipped.
             mask: optional HxW map of object ids for this frame (0 = background); any frame may carry
                 one, bringing new objects or re-annotating known ones.
             objects: the ids the mask defines (default: all non-zero ids in it). Pixels of other ids
                 are ignored.
             need_output: ``False`` lets the engine skip a frame that is neither memory nor annotated
-                (the original's YouTube-VOS path skips frames it does not write); it returns None.
+                (the original's YouTube-VOS path skips frames it does not write); it returns None
+                and does no work at all (no resize, no network). Skipping is a pure optimisation:
+                the frames that are computed give the same results either way.
 
         Returns:
             (K+1, H, W) float32 probabilities at the input size, channel 0 the background and channel
             i the object ``self.object_ids[i-1]``; or None for a skipped frame.
         """
+        if not self.will_compute(annotated=mask is not None, need_output=need_output):
+            # Skipped before any work on the image (it may even be None). A pending memory value
+            # stays pending: it is encoded by the next computed frame, or never if none follows.
+            self.frame_index += 1
+            return None
+        if image is None:
+            raise ValueError("image may be None only for a frame that the engine skips (see will_compute)")
         t = self.frame_index + 1
         self.frame_index = t
         self._flush_pending()
         x, size, proc, amounts = self._prepare_image(image)
-        is_memory = self.last_memory_frame is not None and t - self.last_memory_frame >= self.mem_every
-        if mask is None and not need_output and not is_memory and not self.include_last:
-            return None
+        is_memory = self._is_memory_frame(t)
 
         feats: KeyFeatures | None = None
         object_probs: torch.Tensor | None = None  # (O, 1, Hp, Wp)

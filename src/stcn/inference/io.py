@@ -137,7 +137,7 @@ def _open_container(path: Path):
         raise DataError(f"{path}: cannot open the video ({_first_line(exc)}); is it truncated or corrupt?") from None
     if not container.streams.video:
         container.close()
-        raise DataError(f"{path}: the file holds no video stream")
+        raise DataError(f"{path}: no video stream found; is the file a video, or is it truncated or corrupt?")
     return container
 
 
@@ -216,7 +216,7 @@ def _read_image(path: Path) -> np.ndarray:
             image.load()
             if image.mode != "RGB":
                 image = image.convert("RGB")
-            return np.asarray(image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: frame not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -514,7 +514,7 @@ class LabelWriter:
         if probs is not None:
             if hasattr(probs, "detach"):
                 probs = probs.detach().float().cpu().numpy()
-            probs = np.ascontiguousarray(probs, dtype=np.float32)
+            probs = np.array(probs, dtype=np.float32, copy=True)  # the caller may reuse its buffer
             ids = np.asarray(list(object_ids or ()), dtype=np.int32)
             if probs.ndim != 3 or probs.shape[0] != ids.size + 1:
                 raise ValueError(f"probs must be (K+1)xHxW with K = {ids.size} object ids, got {probs.shape}")
@@ -590,8 +590,10 @@ class OverlayWriter:
             self._stream.width = self.width + self.width % 2
             self._stream.height = self.height + self.height % 2
             self._stream.pix_fmt = "yuv420p"
+            self._container.start_encoding()  # opens the file now: a bad path fails here, not later
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            self._container.close()
+            with contextlib.suppress(Exception):
+                self._container.close()
             raise DataError(
                 f"cannot write the overlay video {self.path} with {self.codec}: {_first_line(exc)}"
             ) from None
@@ -629,11 +631,18 @@ class OverlayWriter:
         self.count += 1
 
     def close(self) -> None:
+        import av
+
         try:
             self._worker.submit(self._finish)
             self._worker.close()
-        finally:
+        except BaseException:
+            self.abort()
+            raise
+        try:
             self._container.close()
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise DataError(f"cannot write the overlay video {self.path}: {_first_line(exc)}") from None
 
     def abort(self) -> None:
         self._worker.abort()

@@ -281,6 +281,9 @@ def segment(
     if model is None:
         weights_path = resolve_weights(weights)
     torch_device = resolve_device(device) if model is None else next(model.parameters()).device
+    for name, folder in (("INPUT", input), ("--mask", mask)):
+        if folder.is_dir() and out.resolve() == folder.resolve():
+            raise DataError(f"--out {out} is the {name} folder; write the masks into another folder")
     info = probe(input)
     masks, palette = match_masks(read_masks(mask), info, mask, note)
     overlay_path = Path(overlay) if overlay is not None else None

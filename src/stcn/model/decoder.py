@@ -9,18 +9,20 @@ from stcn.model.modules import ResBlock, UpsampleBlock
 
 
 class Decoder(nn.Module):
-    """compress (1024 -> 512) at 1/16, upsample with skips f8 and f4, 3x3 conv to 1 logit, bilinear x4.
+    """compress at 1/16, upsample with skips f8 and f4, 3x3 conv to 1 logit, bilinear x4.
 
-    readout (B, 512, h, w), f16_thin (B, 512, h, w), f8 (B, 512, 2h, 2w), f4 (B, 256, 4h, 4w)
-    -> logits (B, 1, 16h, 16w).
+    readout (B, V, h, w), f16_thin (B, V, h, w), f8 (B, C8, 2h, 2w), f4 (B, C4, 4h, 4w)
+    -> logits (B, 1, 16h, 16w). The paper: V = 512, C8 = 512, C4 = 256, hidden = 512, i.e.
+    compress 1024 -> 512, up_16_8 -> 256, up_8_4 -> 256.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, value_dim: int = 512, f8_dim: int = 512, f4_dim: int = 256, hidden: int = 512) -> None:
         super().__init__()
-        self.compress = ResBlock(1024, 512)
-        self.up_16_8 = UpsampleBlock(512, 512, 256)
-        self.up_8_4 = UpsampleBlock(256, 256, 256)
-        self.pred = nn.Conv2d(256, 1, 3, padding=1)
+        half = hidden // 2
+        self.compress = ResBlock(2 * value_dim, hidden)
+        self.up_16_8 = UpsampleBlock(f8_dim, hidden, half)
+        self.up_8_4 = UpsampleBlock(f4_dim, half, half)
+        self.pred = nn.Conv2d(half, 1, 3, padding=1)
 
     def forward(
         self, readout: torch.Tensor, f16_thin: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor

@@ -46,12 +46,26 @@ def _widen_first_conv(conv: nn.Conv2d, extra_channels: int) -> nn.Conv2d:
     return wide
 
 
-class KeyEncoder(nn.Module):
-    """ResNet-50 up to layer3. Image (B, 3, H, W) -> f16 (B, 1024, H/16, W/16), f8 (B, 512), f4 (B, 256)."""
+_BACKBONES = {
+    # name: (builder, ImageNet weights, channels of f16, f8, f4)
+    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1, (1024, 512, 256)),
+    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, (256, 128, 64)),
+}
 
-    def __init__(self, pretrained: bool = False) -> None:
+
+class KeyEncoder(nn.Module):
+    """A torchvision ResNet up to layer3 (the paper: ResNet-50).
+
+    Image (B, 3, H, W) -> f16 (B, C16, H/16, W/16), f8 (B, C8, H/8, W/8), f4 (B, C4, H/4, W/4), with
+    (C16, C8, C4) = ``self.channels`` ((1024, 512, 256) for ResNet-50).
+    """
+
+    def __init__(self, backbone: str = "resnet50", pretrained: bool = False) -> None:
         super().__init__()
-        resnet = models.resnet50(weights=models.ResNet50_Weights.IMAGENET1K_V1 if pretrained else None)
+        if backbone not in _BACKBONES:
+            raise ValueError(f"unknown key backbone {backbone!r} (expected one of {sorted(_BACKBONES)})")
+        build, weights, self.channels = _BACKBONES[backbone]
+        resnet = build(weights=weights if pretrained else None)
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.res2 = resnet.layer1  # named res2 in the released checkpoints
         self.layer2 = resnet.layer2
@@ -69,11 +83,18 @@ class ValueEncoder(nn.Module):
     """ResNet-18 (biased convs) up to layer3 on [image, mask(s)], fused with the key encoder's f16.
 
     image (B, 3, H, W), mask (B, 1, H, W), others (B, 1, H, W) -- the sum of the other objects'
-    masks, absent in the single-object network -- key_f16 (B, 1024, H/16, W/16)
-    -> value (B, 512, H/16, W/16).
+    masks, absent in the single-object network -- key_f16 (B, key_f16_dim, H/16, W/16)
+    -> value (B, value_dim, H/16, W/16) (the paper: 1024 and 512).
     """
 
-    def __init__(self, *, single_object: bool = False, pretrained: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        key_f16_dim: int = 1024,
+        value_dim: int = 512,
+        single_object: bool = False,
+        pretrained: bool = False,
+    ) -> None:
         super().__init__()
         self.single_object = single_object
         resnet = models.resnet18(weights=models.ResNet18_Weights.IMAGENET1K_V1 if pretrained else None)
@@ -81,7 +102,7 @@ class ValueEncoder(nn.Module):
         _with_conv_bias(resnet)
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
-        self.fuser = FeatureFusion(1024 + 256, 512)
+        self.fuser = FeatureFusion(key_f16_dim + 256, value_dim)
 
     def forward(
         self,

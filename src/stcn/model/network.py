@@ -6,6 +6,8 @@ management lives in :mod:`stcn.inference` and the training clip pass in :mod:`st
 """
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -15,15 +17,50 @@ from stcn.model.decoder import Decoder
 from stcn.model.encoders import KeyEncoder, ValueEncoder
 from stcn.model.modules import KeyProjection
 
-KEY_DIM = 64
-VALUE_DIM = 512
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the network. The defaults are the paper's; ``PRESETS['small']`` is a
+    narrow variant for CPU training and demos. A checkpoint records its config (see stcn.weights.io).
+
+    key_backbone: ``resnet50`` (paper; f16/f8/f4 of 1024/512/256 channels) or ``resnet18`` (256/128/64).
+    key_dim: key channels. value_dim: value (and f16_thin) channels. decoder_dim: width after the
+    decoder's compress block (halved by the first upsampling stage).
+    single_object: stage-0 variant whose value encoder sees (image, mask) only.
+    """
+
+    key_backbone: str = "resnet50"
+    key_dim: int = 64
+    value_dim: int = 512
+    decoder_dim: int = 512
+    single_object: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def with_single_object(self, single_object: bool) -> "ModelConfig":
+        return replace(self, single_object=single_object)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "stcn": ModelConfig(),
+    "small": ModelConfig(key_backbone="resnet18", value_dim=128, decoder_dim=128),
+}
 
 
 class KeyFeatures(NamedTuple):
     """encode_key's output for B frames of padded size H x W (H, W multiples of 16).
 
-    key (B, 64, H/16, W/16); f16_thin (B, 512, H/16, W/16) the query's compressed features for the
-    decoder; f16 (B, 1024, H/16, W/16) for the value encoder; f8 (B, 512, H/8, W/8); f4 (B, 256, H/4, W/4).
+    For the paper's network: key (B, 64, H/16, W/16); f16_thin (B, 512, H/16, W/16) the query's
+    compressed features for the decoder; f16 (B, 1024, H/16, W/16) for the value encoder;
+    f8 (B, 512, H/8, W/8); f4 (B, 256, H/4, W/4).
     """
 
     key: torch.Tensor
@@ -47,21 +84,36 @@ def others_sum(masks: torch.Tensor) -> torch.Tensor:
 class STCN(nn.Module):
     """Space-Time Correspondence Network (Cheng, Tai & Tang, NeurIPS 2021).
 
-    Keyword arguments:
+    Args:
+        config: the hyper-parameters (default: the paper's network).
         single_object: stage-0 variant whose value encoder sees (image, mask) instead of
-            (image, mask, others).
+            (image, mask, others); overrides ``config.single_object`` when given.
         pretrained_backbones: load torchvision's ImageNet weights into both ResNets (training only;
             this downloads them unless they are cached). Inference never needs it.
     """
 
-    def __init__(self, *, single_object: bool = False, pretrained_backbones: bool = False) -> None:
+    def __init__(
+        self,
+        config: ModelConfig | None = None,
+        *,
+        single_object: bool | None = None,
+        pretrained_backbones: bool = False,
+    ) -> None:
         super().__init__()
-        self.single_object = single_object
-        self.key_encoder = KeyEncoder(pretrained=pretrained_backbones)
-        self.value_encoder = ValueEncoder(single_object=single_object, pretrained=pretrained_backbones)
-        self.key_proj = KeyProjection(1024, KEY_DIM)
-        self.key_comp = nn.Conv2d(1024, VALUE_DIM, 3, padding=1)
-        self.decoder = Decoder()
+        config = config or ModelConfig()
+        if single_object is not None:
+            config = config.with_single_object(single_object)
+        self.config = config
+        self.single_object = config.single_object
+        self.key_encoder = KeyEncoder(config.key_backbone, pretrained=pretrained_backbones)
+        f16_dim, f8_dim, f4_dim = self.key_encoder.channels
+        self.value_encoder = ValueEncoder(
+            key_f16_dim=f16_dim, value_dim=config.value_dim, single_object=config.single_object,
+            pretrained=pretrained_backbones,
+        )
+        self.key_proj = KeyProjection(f16_dim, config.key_dim)
+        self.key_comp = nn.Conv2d(f16_dim, config.value_dim, 3, padding=1)
+        self.decoder = Decoder(config.value_dim, f8_dim, f4_dim, config.decoder_dim)
 
     def encode_key(self, image: torch.Tensor) -> KeyFeatures:
         """Normalised, padded frames (B, 3, H, W) -> :class:`KeyFeatures`."""

@@ -16,7 +16,7 @@ def bootstrap_fraction(
     ``top_p`` at ``end``, ``top_p`` afterwards."""
     if it < start:
         return 1.0
-    if it > end:
+    if it > end or end <= start:
         return top_p
     return top_p + (1 - top_p) * ((end - it) / (end - start))
 
@@ -46,13 +46,15 @@ def clip_losses(
     it: int,
     sec_gt: torch.Tensor | None = None,
     selector: torch.Tensor | None = None,
+    **schedule: float,
 ) -> dict[str, torch.Tensor | float]:
     """Losses of one clip batch from :func:`stcn.train.clip_pass.forward_clip`'s outputs.
 
     cls_gt (B, 3, H, W) class index per pixel (0 bg, 1 first object, 2 second); gt / sec_gt
     (B, 3, 1, H, W). Per sample, cross-entropy over {bg, obj1, obj2} (over {bg, obj1} when
     selector[b, 1] = 0), divided by B, summed over frames 1 and 2. Also returns the bootstrap fraction
-    ``p`` (averaged) and intersection/union pixel counts for IoU logging.
+    ``p`` (averaged) and intersection/union pixel counts for IoU logging. ``schedule`` may override
+    the bootstrap's ``start``, ``end`` and ``top_p``.
     """
     b, s = gt.shape[:2]
     losses: dict[str, torch.Tensor | float] = {"total_loss": 0.0, "p": 0.0}
@@ -62,7 +64,7 @@ def clip_losses(
             logits = out[f"logits_{i}"][j:j + 1]
             if selector is None or selector[j, 1] <= 0.5:
                 logits = logits[:, :2]
-            loss, p = bootstrapped_ce(logits, cls_gt[j:j + 1, i], it)
+            loss, p = bootstrapped_ce(logits, cls_gt[j:j + 1, i], it, **schedule)
             loss_i = loss_i + loss / b
             losses["p"] += p / b / (s - 1)
         losses[f"loss_{i}"] = loss_i

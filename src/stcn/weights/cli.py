@@ -98,6 +98,8 @@ def _convert(args: argparse.Namespace) -> None:
                                                               for v in state_dict.values()
                                                               if v.is_floating_point()})),
     }
+    if ckpt.config_json is not None:
+        metadata["stcn_config"] = ckpt.config_json
     save_safetensors(state_dict, out, metadata)
     print(out)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from stcn.errors import UserError
 from stcn.utils.download import download_file
 from stcn.weights import registry
-from stcn.weights.io import Checkpoint, load_state_dict_strict, read_checkpoint
+from stcn.weights.io import Checkpoint, checkpoint_config, load_state_dict_strict, read_checkpoint
 
 
 def verify_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -27,7 +27,7 @@ def verify_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
     ckpt = read_checkpoint(path)
     with torch.device("meta"):
-        model = STCN(single_object=ckpt.single_object)
+        model = STCN(checkpoint_config(ckpt))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "copying from a non-meta parameter ... is a no-op"
         load_state_dict_strict(model, ckpt.state_dict, ckpt.path)

@@ -35,6 +35,7 @@ class Checkpoint:
     path: Path
     single_object: bool
     metadata: dict[str, str]
+    config_json: str | None = None  # the network's ModelConfig as JSON, when the file records it
 
     @property
     def variant(self) -> str:
@@ -83,6 +84,9 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+CONFIG_KEY = "stcn_config"  # safetensors metadata / training-checkpoint entry holding ModelConfig JSON
+
+
 def _as_state_dict(obj: Any, path: Path) -> "OrderedDict[str, torch.Tensor]":
     if isinstance(obj, dict) and "network" in obj and isinstance(obj["network"], dict):
         obj = obj["network"]  # a training checkpoint
@@ -106,10 +110,25 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """
     path = Path(path)
     obj, metadata = _read_file(path)
+    config_json = metadata.get(CONFIG_KEY)
+    if isinstance(obj, dict) and isinstance(obj.get(CONFIG_KEY), str):
+        config_json = obj[CONFIG_KEY]
     state_dict = _as_state_dict(obj, path)
     conv = state_dict.get(FIRST_VALUE_CONV)
     single_object = conv is not None and conv.ndim == 4 and conv.shape[1] == SINGLE_OBJECT_IN_CHANNELS
-    return Checkpoint(state_dict, path, single_object, metadata)
+    return Checkpoint(state_dict, path, single_object, metadata, config_json)
+
+
+def checkpoint_config(ckpt: Checkpoint):
+    """The :class:`~stcn.model.network.ModelConfig` a checkpoint records (the paper's when it records none)."""
+    from stcn.model.network import ModelConfig
+
+    if ckpt.config_json is None:
+        return ModelConfig(single_object=ckpt.single_object)
+    try:
+        return ModelConfig.from_json(ckpt.config_json).with_single_object(ckpt.single_object)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{ckpt.path}: unreadable network configuration ({exc})") from None
 
 
 def widen_single_object(state_dict: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
@@ -165,7 +184,7 @@ def load_model(
         state_dict = widen_single_object(state_dict)
     elif single_object and not ckpt.single_object:
         raise CheckpointError(f"{ckpt.path}: is a multi-object checkpoint, cannot build the single-object network")
-    model = STCN(single_object=single_object)
+    model = STCN(checkpoint_config(ckpt), single_object=single_object)
     load_state_dict_strict(model, state_dict, ckpt.path)
     return model.to(device).eval()
 
@@ -173,7 +192,9 @@ def load_model(
 def save_safetensors(
     state_dict: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write ``state_dict`` as safetensors atomically (temporary file in the same folder, then rename)."""
+    """Write ``state_dict`` as safetensors atomically (temporary file in the same folder, then rename).
+
+    To make the file self-describing, pass ``metadata={"stcn_config": model.config.to_json()}``."""
     from safetensors.torch import save_file
 
     path = Path(path)

@@ -1,0 +1,103 @@
+"""Training clips from the synthetic video generator (``stcn train --stage synthetic``).
+
+Each item is a 3-frame clip with up to two objects, in the layout every training dataset yields:
+``rgb`` (3, 3, H, W) normalised, ``gt`` / ``sec_gt`` (3, 1, H, W) in {0, 1}, ``selector`` (2,)
+(1 where the object exists), ``cls_gt`` (3, H, W) int64 (0 bg, 1 first object, 2 second).
+An item is a pure function of (seed, index): resuming a run replays exactly the same data.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stcn.data.synthetic import generate_video
+from stcn.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+
+def sample_frame_indices(rng: np.random.Generator, num_frames: int, max_skip: int) -> list[int]:
+    """Three non-decreasing frame indices as in the paper's training, reversed with p = 0.5.
+
+    With s = min(num_frames, max_skip): the first is uniform in [0, num_frames - s]; each next adds
+    1 + uniform{0..s}, the second clamped to <= num_frames - s, the third to <= num_frames - s // 2,
+    both to <= num_frames - 1.
+    """
+    s = min(num_frames, max_skip)
+    first = int(rng.integers(0, num_frames - s + 1))
+    second = min(first + 1 + int(rng.integers(0, s + 1)), num_frames - s, num_frames - 1)
+    third = min(second + 1 + int(rng.integers(0, s + 1)), num_frames - s // 2, num_frames - 1)
+    idx = [first, max(second, first), max(third, second)]
+    return idx[::-1] if rng.random() < 0.5 else idx
+
+
+@dataclass
+class SyntheticClipConfig:
+    crop: int = 192
+    video_frames: int = 24
+    video_height: int = 224
+    video_width: int = 320
+    max_objects_per_video: int = 3
+    seed_offset: int = 1_000_000  # training seeds; validation uses seeds below this
+    pool_size: int = 400  # distinct videos, each generated once and then re-sampled (clips, crops, objects)
+
+
+class SyntheticClips(Dataset):
+    """An endless-looking dataset of synthetic 3-frame clips; ``max_skip`` follows the curriculum."""
+
+    def __init__(self, length: int, *, seed: int = 0, config: SyntheticClipConfig | None = None,
+                 max_skip: int | Callable[[int], int] = 5) -> None:
+        """max_skip: a constant, or a function of the sample index (the training curriculum)."""
+        self.length = length
+        self.seed = seed
+        self.config = config or SyntheticClipConfig()
+        self.max_skip = max_skip
+        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self._pool: dict[int, object] = {}
+
+    def video(self, number: int):
+        """The pool's video ``number`` (generated on first use; a pure function of its number)."""
+        if number not in self._pool:
+            c = self.config
+            rng = np.random.default_rng([self.seed, c.seed_offset, number])
+            self._pool[number] = generate_video(
+                c.seed_offset + number, num_frames=c.video_frames, height=c.video_height,
+                width=c.video_width, num_objects=int(rng.integers(1, c.max_objects_per_video + 1)),
+                allow_exit=bool(rng.random() < 0.3), distractor=bool(rng.random() < 0.3),
+                speed=float(rng.uniform(0.5, 2.0)),
+            )
+        return self._pool[number]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        rng = np.random.default_rng([self.seed, index])
+        video = self.video(int(rng.integers(0, c.pool_size)))
+        max_skip = self.max_skip(index) if callable(self.max_skip) else self.max_skip
+        frames_idx = sample_frame_indices(rng, c.video_frames, max_skip)
+        frames = video.frames[frames_idx]
+        labels = video.labels[frames_idx]
+        # a random crop of the clip (shared by its frames) and a random flip
+        y = int(rng.integers(0, c.video_height - c.crop + 1))
+        x = int(rng.integers(0, c.video_width - c.crop + 1))
+        frames = frames[:, y:y + c.crop, x:x + c.crop]
+        labels = labels[:, y:y + c.crop, x:x + c.crop]
+        if rng.random() < 0.5:
+            frames, labels = frames[:, :, ::-1], labels[:, :, ::-1]
+        present = [int(i) for i in np.unique(labels[0]) if i != 0]
+        chosen = list(rng.permutation(present)[:2]) if present else []
+        first = labels == chosen[0] if chosen else np.zeros_like(labels, dtype=bool)
+        second = labels == chosen[1] if len(chosen) > 1 else np.zeros_like(labels, dtype=bool)
+        rgb = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+        gain = torch.from_numpy(rng.uniform(0.9, 1.1, size=(3, 3, 1, 1))).float()  # per-frame colour jitter
+        rgb = ((rgb * gain).clamp(0, 1) - self._mean) / self._std
+        gt = torch.from_numpy(np.ascontiguousarray(first)).float().unsqueeze(1)
+        sec_gt = torch.from_numpy(np.ascontiguousarray(second)).float().unsqueeze(1)
+        cls_gt = (gt[:, 0] + 2 * sec_gt[:, 0]).long()
+        selector = torch.tensor([1.0, 1.0 if len(chosen) > 1 else 0.0])
+        return {"rgb": rgb, "gt": gt, "sec_gt": sec_gt, "selector": selector, "cls_gt": cls_gt}

@@ -1,0 +1,155 @@
+"""``stcn eval {davis,youtube,generic}``: segment a benchmark set (resumable, multi-process with torchrun).
+
+Heavy imports happen in the ``run_*`` functions, so ``stcn --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+DEFAULTS_NOTE = "Defaults are the paper's settings: top-k 20, a memory frame every 5 frames"
+
+
+def _common(p: argparse.ArgumentParser, *, size: int, mem_every_help: str) -> None:
+    p.add_argument("--root", required=True, metavar="DIR", help="dataset root (see the description)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes what is there)")
+    p.add_argument("--weights", metavar="PATH",
+                   help="checkpoint (.pth or .safetensors); default: the cached s012 weights "
+                        "(`stcn weights download s012`)")
+    p.add_argument("--top-k", type=int, default=20, metavar="K", help="affinities kept per query position (default: 20)")
+    p.add_argument("--mem-every", type=int, default=None, metavar="N", help=mem_every_help)
+    p.add_argument("--include-last", action="store_true", help="keep the latest frame as temporary memory")
+    p.add_argument("--size", type=int, default=size, metavar="PX",
+                   help=f"shorter side to process at, -1 for the native size (default: {size})")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda, each torchrun process on its LOCAL_RANK GPU, else cpu)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA)")
+    p.add_argument("--overwrite", action="store_true", help="recompute videos whose outputs are complete")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "eval",
+        help="segment DAVIS, YouTube-VOS or generic benchmark sets",
+        description=(
+            "Segment a whole benchmark set with the paper's settings. Videos whose outputs are complete are "
+            "skipped (resume); each video is written to a temporary folder and moved into place when done. "
+            "Launched with `torchrun --nproc_per_node N -m stcn.cli eval ...`, process r takes videos r, r+N, ..."
+        ),
+    )
+    sub = parser.add_subparsers(dest="eval_set", metavar="SET")
+
+    d = sub.add_parser(
+        "davis", help="DAVIS 2016 / 2017 (val, test-dev)",
+        description=(
+            "Layout: ROOT/JPEGImages/480p/<seq>/, ROOT/Annotations/480p/<seq>/ (the first frame's mask is used), "
+            "ROOT/ImageSets/<year>/<split>.txt (ROOT may also be the folder holding trainval/ or test-dev/). "
+            "Writes OUT/<seq>/<frame>.png: palette PNGs of the object ids (2017), or 0/255 greyscale PNGs of the "
+            "union of all objects (2016). " + DEFAULTS_NOTE + " (3 on test-dev), native 480p."
+        ),
+    )
+    d.add_argument("--year", default="2017", choices=("2016", "2017"))
+    d.add_argument("--split", default="val", help="sequence list ImageSets/<year>/<split>.txt (default: val)")
+    _common(d, size=-1, mem_every_help="memory frame interval (default: 5; 3 on test-dev)")
+    d.add_argument("--evaluate", action="store_true",
+                   help="score the results (J&F, like the official DAVIS toolkit) and write the CSVs into OUT")
+    d.set_defaults(func=run_davis)
+
+    y = sub.add_parser(
+        "youtube", help="YouTube-VOS 2018 / 2019 (valid)",
+        description=(
+            "Layout: ROOT/<split>/meta.json, ROOT/<split>/Annotations/<vid>/, "
+            "ROOT/all_frames/<split>_all_frames/JPEGImages/<vid>/. Writes OUT/Annotations/<vid>/<frame>.png for "
+            "the frames meta.json lists (every frame from the first annotation with --all-frames) and, once all "
+            "videos are done, OUT/youtube-vos-<year>-<split>.zip for the evaluation server. "
+            + DEFAULTS_NOTE + ", shorter side 480."
+        ),
+    )
+    y.add_argument("--year", default="2019", choices=("2018", "2019"))
+    y.add_argument("--split", default="valid", help="split folder (default: valid)")
+    y.add_argument("--all-frames", action="store_true", help="write every frame, not only those meta.json lists")
+    _common(y, size=480, mem_every_help="memory frame interval (default: 5)")
+    y.set_defaults(func=run_youtube)
+
+    g = sub.add_parser(
+        "generic", help="any JPEGImages/ + Annotations/ folders",
+        description=(
+            "Layout: ROOT/JPEGImages/<seq>/<frame>.jpg|png and ROOT/Annotations/<seq>/<frame>.png: masks on any "
+            "frames (named like their frames), objects may first appear anywhere. Writes OUT/<seq>/<frame>.png "
+            "for every frame. " + DEFAULTS_NOTE + ", shorter side 480."
+        ),
+    )
+    _common(g, size=480, mem_every_help="memory frame interval (default: 5)")
+    g.set_defaults(func=run_generic)
+
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return parser
+
+
+def _kwargs(args: argparse.Namespace, default_mem_every: int | None) -> dict:
+    return dict(
+        weights=args.weights, top_k=args.top_k,
+        mem_every=args.mem_every if args.mem_every is not None else default_mem_every,
+        include_last=args.include_last, size=args.size, device=args.device, amp=args.amp,
+        progress=not args.quiet, overwrite=args.overwrite,
+    )
+
+
+def _cell(value: float, digits: int) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def format_summary(summary, title: str) -> str:
+    """One table: videos, frames, seconds and FPS (and J&F, J, F when evaluated)."""
+    head = ["videos", "resumed", "frames", "seconds", "FPS"]
+    row = [str(len(summary.computed)), str(len(summary.resumed)), str(summary.frames),
+           _cell(summary.seconds, 1), _cell(summary.fps, 2)]
+    if summary.evaluation is not None:
+        g = summary.evaluation.global_results
+        head += ["J&F-Mean", "J-Mean", "F-Mean"]
+        row += [_cell(g["J&F-Mean"], 4), _cell(g["J-Mean"], 4), _cell(g["F-Mean"], 4)]
+    if summary.world_size > 1:
+        title += f" [rank {summary.rank}/{summary.world_size}]"
+    widths = [max(len(h), len(c)) for h, c in zip(head, row)]
+    return "\n".join([
+        title,
+        "  ".join(h.rjust(w) for h, w in zip(head, widths)),
+        "  ".join(c.rjust(w) for c, w in zip(row, widths)),
+    ])
+
+
+def _report(summary, title: str) -> None:
+    print(format_summary(summary, title))
+    if not summary.complete:
+        print(f"(other processes are still writing videos into {summary.out_dir}; the last one to finish "
+              "completes the run)", file=sys.stderr)
+
+
+def run_davis(args: argparse.Namespace) -> int:
+    from stcn.eval.runners import run_davis as run
+
+    summary = run(args.root, args.out, year=args.year, split=args.split, evaluate=args.evaluate,
+                  **_kwargs(args, None))
+    _report(summary, f"DAVIS {args.year} {args.split} -> {summary.out_dir}")
+    return 0
+
+
+def run_youtube(args: argparse.Namespace) -> int:
+    from stcn.eval.runners import run_youtube as run
+
+    summary = run(args.root, args.out, year=args.year, split=args.split, all_frames=args.all_frames,
+                  **_kwargs(args, 5))
+    _report(summary, f"YouTube-VOS {args.year} {args.split} -> {summary.out_dir}")
+    if summary.zip_path is not None:
+        print(f"Submission zip: {summary.zip_path}")
+    return 0
+
+
+def run_generic(args: argparse.Namespace) -> int:
+    from stcn.eval.runners import run_generic as run
+
+    summary = run(args.root, args.out, **_kwargs(args, 5))
+    _report(summary, f"generic {args.root} -> {summary.out_dir}")
+    return 0

@@ -1,0 +1,61 @@
+"""Training checkpoints: written atomically, the last few kept, resumable with weights_only loading."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stcn.errors import CheckpointError
+
+_NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(run_dir: Path, it: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write ``state`` as ``checkpoints/checkpoint_<it>.pth`` (temp file + rename), keep the last ``keep``."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"checkpoint_{it:08d}.pth"
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def load_latest_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any]] | None:
+    """The newest readable checkpoint of a run (None when there is none)."""
+    for it, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return it, torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file: fall back to the previous one, but say so
+            print(f"stcn: warning: skipping unreadable checkpoint {path} ({str(exc).splitlines()[0][:120]})")
+    return None
+
+
+def require_latest_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any]]:
+    found = load_latest_checkpoint(run_dir)
+    if found is None:
+        raise CheckpointError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
+    return found

@@ -1,0 +1,119 @@
+"""``stcn train``: the paper's four stages and a synthetic stage, resumable, single- or multi-process."""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+from pathlib import Path
+
+from stcn.errors import UserError
+
+STAGE_CHOICES = ("0", "1", "2", "3", "synthetic")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train STCN (stages 0-3 of the paper, or on synthetic video)",
+        description="Train STCN. Every run ends by writing RUN_DIR/final.safetensors (loadable by stcn.load_model).",
+    )
+    p.add_argument("--stage", choices=STAGE_CHOICES, required=True)
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--iterations", type=int, help="stop after this many iterations (default: the schedule's length)")
+    p.add_argument("--schedule-length", type=int,
+                   help="rescale the stage's lr steps, bootstrap warm-up and skip curriculum to this many iterations")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--crop", type=int, help="training crop size in pixels")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--model", choices=("stcn", "small"), help="network configuration (default: the stage's)")
+    p.add_argument("--load-network", help="initial weights (a stage-0 checkpoint is widened for stages 1-3)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast instead of float16 (CUDA)")
+    p.add_argument("--no-pretrained", action="store_true", help="do not load ImageNet backbone weights")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms; on CPU also PyTorch's native convolutions (see docs/fidelity.md)")
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="synthetic stage: at the end, report J&F on N held-out synthetic videos")
+    for name in ("static-root", "davis-root", "youtube-root", "bl30k-root"):
+        p.add_argument(f"--{name}", type=Path, help=f"dataset root ({name.split('-')[0]})")
+    p.set_defaults(func=run)
+
+
+def _skip_for_index(config, world: int, index: int) -> int:
+    return config.max_skip(index // (config.batch_size * world))
+
+
+def _resumed_config(config, run_dir: Path):
+    """On --resume the run keeps the configuration it was started with; only the stopping point changes."""
+    import json
+
+    from stcn.train.checkpoints import load_latest_checkpoint
+    from stcn.train.presets import TrainConfig
+
+    found = load_latest_checkpoint(run_dir)
+    if found is None or "config" not in found[1]:
+        return config
+    return TrainConfig.from_dict(json.loads(found[1]["config"])).override(iterations=config.iterations)
+
+
+def build_dataset(config, args, world: int):
+    if config.stage == "synthetic":
+        from stcn.data.synthetic_clips import SyntheticClipConfig, SyntheticClips
+
+        clip_config = SyntheticClipConfig(crop=config.crop)
+        return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
+                              max_skip=functools.partial(_skip_for_index, config, world))
+    try:
+        from stcn.data.training import build_stage_dataset
+    except ImportError:
+        raise UserError(f"stage {config.stage} datasets are not available in this build; use --stage synthetic") \
+            from None
+    return build_stage_dataset(config, args, world)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from stcn.train.presets import stage_config
+    from stcn.train.trainer import Trainer
+
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.mkldnn.enabled = False
+    config = stage_config(
+        args.stage, schedule_length=args.schedule_length, iterations=args.iterations, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+        seed=args.seed, model=args.model, save_every=args.save_every,
+        amp=False if args.no_amp else None, bf16=True if args.bf16 else None,
+        pretrained_backbones=False if args.no_pretrained else None,
+    )
+    if args.resume:
+        config = _resumed_config(config, args.run_dir)
+    if args.run_dir.exists() and not args.resume and (args.run_dir / "checkpoints").exists():
+        raise UserError(f"{args.run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    dataset = build_dataset(config, args, world)
+    trainer = Trainer(config, dataset, args.run_dir, device=args.device, rank=rank, world=world,
+                      num_workers=args.num_workers, load_network=args.load_network)
+    if world > 1:
+        from stcn.train.distributed import wrap_distributed
+
+        wrap_distributed(trainer)
+    try:
+        final = trainer.fit(resume=args.resume)
+    except KeyboardInterrupt as exc:
+        print(f"stcn: {exc or 'interrupted'}")
+        return 130
+    if rank == 0:
+        print(f"wrote {final}")
+        if args.validate and config.stage == "synthetic":
+            from stcn.train.validate import evaluate_synthetic, synthetic_validation_videos
+
+            scores = evaluate_synthetic(trainer.network, synthetic_validation_videos(args.validate))
+            print(f"validation: J&F {100 * scores['J&F']:.1f} (J {100 * scores['J']:.1f}, "
+                  f"F {100 * scores['F']:.1f}) on {scores['videos']} held-out synthetic videos")
+    return 0
