@@ -6,12 +6,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-DATA = Path(__file__).parent / "data"
-REFERENCE = DATA / "reference"
+from reference_data import REFERENCE
 
 torch.set_num_threads(2)
 
@@ -53,7 +51,3 @@ def mo_model(recipe_weights):
 
     return stcn.load_model(recipe_weights("mo"))
 
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import stcn
-from conftest import REFERENCE, load_npz
+from reference_data import REFERENCE, load_npz
 from stcn.inference import InferenceCore
 
 DAVIS = REFERENCE / "davis"

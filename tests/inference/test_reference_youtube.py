@@ -8,7 +8,7 @@ written pixels. The original orders channels by sorted id, ours by first appeara
 
 Cost: 480p is heavy on CPU. The original's frames computed by both `default` and `output_all` are
 bit-identical (skipping is a pure optimisation, also checked here at native size), so by default one
-480p run serves both: need_output = meta.json frames plus frames 2, 8 and 13 of output_all. Set
+480p run serves both: need_output = meta.json frames plus frames 8 and 13 of output_all. Set
 STCN_FULL_REFERENCE=1 to run `default` and all 14 frames of `output_all` separately, as the original did.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REFERENCE, load_npz
+from reference_data import REFERENCE, load_npz
 from stcn.inference import InferenceCore
 from stcn.inference.preprocess import resize_image, resize_labels, resized_size, to_normalised_tensor
 
@@ -30,7 +30,7 @@ INPUTS = YT / "inputs"
 T = 14
 SORTED_IDS = (2, 5, 7)  # the original's channel order (1..3); channel 0 is the background
 FULL = os.environ.get("STCN_FULL_REFERENCE") == "1"
-OUTPUT_ALL_SAMPLE = (2, 8, 13)  # output_all frames also computed by the shared run (not FULL)
+OUTPUT_ALL_SAMPLE = (8, 13)  # output_all frames also computed by the shared run (not FULL)
 SETUPS = {"default": ("Annotations", "meta.json"), "late_start": ("Annotations_late_start", "meta_late_start.json")}
 
 FRAMES = [np.array(Image.open(INPUTS / "JPEGImages" / "synthvid01" / f"{t:05d}.png").convert("RGB")) for t in range(T)]
@@ -46,11 +46,12 @@ def _setup(name: str) -> tuple[dict[int, np.ndarray], set[int]]:
     return annotations, listed
 
 
-def _run(model, annotations: dict[int, np.ndarray], need: set[int], size: int = 480) -> dict:
-    """Run the engine; probabilities of every computed frame in the original's channel order."""
+def _run(model, annotations: dict[int, np.ndarray], need: set[int], size: int = 480, frames: int = T) -> dict:
+    """Run the engine on the first ``frames`` frames; probabilities of every computed frame in the
+    original's channel order."""
     core = InferenceCore(model, size=size)
     probs, labels, returned_none = {}, {}, []
-    for t, frame in enumerate(FRAMES):
+    for t, frame in enumerate(FRAMES[:frames]):
         p = core.step(frame, annotations.get(t), need_output=t in need)
         if p is None:
             returned_none.append(t)
@@ -190,22 +191,27 @@ def test_late_start(late_run, refs):
 
 
 # --------------------------------------------------------------------------------------------------
-# Behaviour at native size (cheap): skipping is pure, and the original's hazards (README 9.4)
+# Behaviour at native size (cheap, first 8 frames: annotations at 0 and 6, memory 0, 5, 6)
 # --------------------------------------------------------------------------------------------------
+SHORT = 8
+
+
 @pytest.fixture(scope="module")
 def native(mo_model):
-    annotations, listed = _setup("default")
+    annotations, _ = _setup("default")
+    listed = {0, 5, 6, 7}
     return {
-        "listed": _run(mo_model, annotations, listed, size=-1),
-        "all": _run(mo_model, annotations, set(range(T)), size=-1),
-        # frame 6 carries an annotation but meta.json does not list it
-        "unlisted_annotation": _run(mo_model, annotations, listed - {6}, size=-1),
+        "listed": _run(mo_model, annotations, listed, size=-1, frames=SHORT),
+        "all": _run(mo_model, annotations, set(range(SHORT)), size=-1, frames=SHORT),
+        # frame 6 carries an annotation but is not listed
+        "unlisted_annotation": _run(mo_model, annotations, listed - {6}, size=-1, frames=SHORT),
     }
 
 
 def test_skipping_is_a_pure_optimisation(native):
     listed, every = native["listed"], native["all"]
-    assert sorted(listed["probs"]) == [0, 5, 6, 10, 11]
+    assert sorted(listed["probs"]) == [0, 5, 6, 7]
+    assert listed["none"] == [1, 2, 3, 4]
     for t, p in listed["probs"].items():
         assert np.array_equal(p, every["probs"][t]), t
 
@@ -214,19 +220,19 @@ def test_annotated_frame_missing_from_meta_is_still_propagated(native):
     """The original skips such a frame before overwriting it, so objects 2 and 5 vanish there (README
     9.4). We propagate every annotated frame: the results do not depend on meta.json."""
     run = native["unlisted_annotation"]
-    assert 6 in run["probs"] and run["memory"] == [0, 5, 6, 11]
-    for t in (6, 10):
+    assert 6 in run["probs"] and run["memory"] == [0, 5, 6]
+    for t in (6, 7):
         assert np.array_equal(run["probs"][t], native["listed"]["probs"][t]), t
-    assert {2, 5} <= set(np.unique(run["labels"][6]).tolist())
+    assert {2, 5, 7} <= set(np.unique(run["labels"][6]).tolist())
 
 
 def test_id_in_two_annotation_files_keeps_one_channel(mo_model, native):
     """Re-annotating a known id (the original appends it twice, README 9.4) replaces its channel."""
-    annotations, listed = _setup("default")
+    annotations, _ = _setup("default")
     previous = native["listed"]["labels"][6]
     frame6 = annotations[6].copy()
     frame6[(previous == 2) & (frame6 == 0)] = 2  # id 2 again, as the engine saw it, plus new id 7
-    run = _run(mo_model, {0: annotations[0], 6: frame6}, listed, size=-1)
+    run = _run(mo_model, {0: annotations[0], 6: frame6}, {0, 6}, size=-1, frames=7)
     assert run["object_ids"] == [2, 5, 7]
     p6 = run["probs"][6]
     assert p6.shape[0] == 4

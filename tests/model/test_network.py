@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import REFERENCE
+from reference_data import REFERENCE
 from stcn.model import STCN, aggregate, aggregate_logits
 from stcn.train.clip_pass import forward_clip
 

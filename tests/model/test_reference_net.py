@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REFERENCE, load_npz
+from reference_data import REFERENCE, load_npz
 from stcn.model import aggregate, memory
 
 NET = REFERENCE / "net"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import stcn
-from conftest import REFERENCE, load_npz
+from reference_data import REFERENCE, load_npz
 from stcn.train.clip_pass import forward_clip
 from stcn.train.losses import clip_losses
 

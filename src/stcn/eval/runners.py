@@ -113,12 +113,24 @@ def distributed_rank() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def _default_device(local_rank: int) -> str:
+def _device(requested: str | None, local_rank: int) -> str:
+    """The requested device; ``None`` means CUDA when available, else the CPU. A bare ``cuda`` is
+    this process's GPU (``LOCAL_RANK``, so torchrun processes spread over the GPUs)."""
     import torch
 
-    if torch.cuda.is_available():
+    if requested is None:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: CUDA is not available on this machine")
         return f"cuda:{local_rank % torch.cuda.device_count()}"
-    return "cpu"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {requested!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: CUDA is not available on this machine")
+    return requested
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,8 +318,7 @@ def run_videos(
     if todo and model is None:
         import stcn
 
-        device = device or _default_device(local_rank)
-        model = stcn.load_model(weights_path, device=device)
+        model = stcn.load_model(weights_path, device=_device(device, local_rank))
     where = f" [rank {rank}/{world_size}]" if world_size > 1 else ""
     bar = tqdm(total=len(mine), desc=f"{label}{where}", unit="video", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, initial=len(mine) - len(todo))

@@ -7,8 +7,10 @@ It reproduces the original STCN's two evaluation paths with one rule set:
 * a propagated frame becomes memory when it is at least ``mem_every`` frames after the last memory
   frame (with a single annotation at frame 0 this is the DAVIS path's ``t % mem_every == 0``);
 * with ``include_last`` every other frame is kept as the single temporary memory entry;
-* a frame's value is encoded only when the next frame arrives, so the last frame of a video never
-  pays for a value it would not use (the original skips it explicitly).
+* a frame's value is encoded only when the next computed frame arrives, so the last frame of a video
+  never pays for a value it would not use (the original skips it explicitly);
+* with ``need_output=False`` a frame that is neither annotated nor memory is skipped before any work
+  (the original's YouTube-VOS path); skipping never changes the frames that are computed.
 
 The engine holds no per-frame outputs: memory grows with memory frames only.
 """
@@ -129,9 +131,10 @@ class InferenceCore:
 
     @property
     def memory_frames(self) -> list[int]:
-        """Indices of the frames in memory, the latest included even while its value is still pending
-        (values are encoded when the next frame is computed, never for a frame that none follows)."""
-        frames = self.memory.frames
+        """Indices of the permanent memory frames (annotated frames and every ``mem_every``-th), the
+        latest included while its value is still pending (values are encoded when the next frame is
+        computed, never for a frame that none follows). The ``include_last`` entry is not listed."""
+        frames = [e.frame for e in self.memory.entries if not e.temporary]
         if self._pending is not None and not self._pending.temporary:
             frames = [*frames, self._pending.frame]
         return frames

@@ -142,10 +142,13 @@ def widen_single_object(state_dict: "OrderedDict[str, torch.Tensor]") -> "Ordere
     return out
 
 
-def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+def load_state_dict_strict(
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, *, assign: bool = False
+) -> None:
     """Load ``state_dict`` into ``module``, refusing any missing, unexpected or mis-shaped key.
 
-    The error lists the first few names of each kind and names ``source``.
+    The error lists the first few names of each kind and names ``source``. ``assign=True`` adopts the
+    tensors themselves (for a module built on the ``meta`` device), cast to the module's dtypes.
     """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -162,7 +165,9 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.
             problems.append(f"{len(items)} {label}: {', '.join(items[:_SHOW])}{more}")
     if problems:
         raise CheckpointError(f"{source}: does not match the STCN network: " + "; ".join(problems))
-    module.load_state_dict(state_dict, strict=True)
+    if assign:
+        state_dict = {k: v.to(expected[k].dtype) for k, v in state_dict.items()}
+    module.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def load_model(
@@ -184,8 +189,10 @@ def load_model(
         state_dict = widen_single_object(state_dict)
     elif single_object and not ckpt.single_object:
         raise CheckpointError(f"{ckpt.path}: is a multi-object checkpoint, cannot build the single-object network")
-    model = STCN(checkpoint_config(ckpt), single_object=single_object)
-    load_state_dict_strict(model, state_dict, ckpt.path)
+    # Built on the meta device: no time spent on random initialisation that the checkpoint overwrites.
+    with torch.device("meta"):
+        model = STCN(checkpoint_config(ckpt), single_object=single_object)
+    load_state_dict_strict(model, state_dict, ckpt.path, assign=True)
     return model.to(device).eval()
 
 
