@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms; on CPU also PyTorch's native convolutions (see docs/fidelity.md)")
     p.add_argument("--save-every", type=int)
+    p.add_argument("--log-every", type=int, help="log losses every N iterations (default: the stage's)")
     p.add_argument("--validate", type=int, default=0, metavar="N",
                    help="synthetic stage: at the end, report J&F on N held-out synthetic videos")
     for name in ("static-root", "davis-root", "youtube-root", "bl30k-root"):
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         torch.backends.mkldnn.enabled = False
     config = stage_config(
         args.stage, schedule_length=args.schedule_length, iterations=args.iterations, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-        seed=args.seed, model=args.model, save_every=args.save_every,
+        seed=args.seed, model=args.model, save_every=args.save_every, log_every=args.log_every,
         amp=False if args.no_amp else None, bf16=True if args.bf16 else None,
         pretrained_backbones=False if args.no_pretrained else None,
     )
@@ -97,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     if args.run_dir.exists() and not args.resume and (args.run_dir / "checkpoints").exists():
         raise UserError(f"{args.run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
     dataset = build_dataset(config, args, world)
-    trainer = Trainer(config, dataset, args.run_dir, device=args.device, rank=rank, world=world,
+    device = args.device
+    if world > 1:
+        from stcn.train.distributed import rank_device
+
+        device = rank_device(device)  # cuda -> cuda:LOCAL_RANK
+    trainer = Trainer(config, dataset, args.run_dir, device=device, rank=rank, world=world,
                       num_workers=args.num_workers, load_network=args.load_network)
     if world > 1:
         from stcn.train.distributed import wrap_distributed
@@ -108,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         print(f"stcn: {exc or 'interrupted'}")
         return 130
+    finally:
+        if world > 1:
+            from stcn.train.distributed import shutdown
+
+            shutdown()
     if rank == 0:
         print(f"wrote {final}")
         if args.validate and config.stage == "synthetic":
