@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="deterministic algorithms; on CPU also PyTorch's native convolutions (see docs/fidelity.md)")
     p.add_argument("--save-every", type=int)
     p.add_argument("--log-every", type=int, help="log losses every N iterations (default: the stage's)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep BatchNorm statistics frozen (the paper's stages do; the synthetic stage trains them)")
     p.add_argument("--validate", type=int, default=0, metavar="N",
                    help="synthetic stage: at the end, report J&F on N held-out synthetic videos")
     for name in ("static-root", "davis-root", "youtube-root", "bl30k-root"):
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, model=args.model, save_every=args.save_every, log_every=args.log_every,
         amp=False if args.no_amp else None, bf16=True if args.bf16 else None,
         pretrained_backbones=False if args.no_pretrained else None,
+        train_bn=False if args.freeze_bn else None,
     )
     if args.resume:
         config = _resumed_config(config, args.run_dir)
