@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from stcn.errors import DataError
 
-__all__ = ["DAVIS_PALETTE", "davis_palette", "save_label_png", "load_label_png"]
+__all__ = ["DAVIS_PALETTE", "davis_palette", "save_label_png", "load_label_png", "load_label_png_with_palette"]
 
 
 def _build_palette() -> np.ndarray:
@@ -81,11 +81,17 @@ def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette=None) ->
 
 
 def load_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG as an ``(H, W)`` uint8 array of object ids.
+    """Read a label PNG as an ``(H, W)`` uint8 array of object ids (see :func:`load_label_png_with_palette`)."""
+    return load_label_png_with_palette(path)[0]
 
-    Palette ("P") images give their palette indices, not colours; greyscale ("L", "1", 16-bit
-    greyscale with values up to 255) images give their grey values.  Colour (RGB/RGBA) images,
-    unreadable or missing files raise :class:`stcn.errors.DataError` naming the file.
+
+def load_label_png_with_palette(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read one label PNG: ``(HxW uint8 object ids, palette)``.
+
+    Palette ("P") PNGs give their indices (not colours) and their palette as an ``(N, 3)`` uint8
+    array; 8-bit greyscale (and 1-bit, and 16-bit with values up to 255) PNGs give their grey levels
+    and ``None``. Colour images, ids above 255, unreadable or missing files raise
+    :class:`stcn.errors.DataError` naming the file.
     """
     path = Path(path)
     try:
@@ -93,23 +99,26 @@ def load_label_png(path: str | os.PathLike) -> np.ndarray:
             image.load()
             mode = image.mode
             if mode == "P":
-                return np.array(image, dtype=np.uint8)
-            if mode == "L":
-                return np.array(image, dtype=np.uint8)
-            if mode == "1":
-                return np.array(image, dtype=np.uint8)
-            if mode in ("I", "I;16", "I;16B", "I;16L"):
+                raw = image.getpalette() or []
+                palette = np.array(raw, dtype=np.uint8).reshape(-1, 3) if raw else None
+                return np.array(image, dtype=np.uint8), palette
+            if mode in ("L", "1"):
+                return np.array(image, dtype=np.uint8), None
+            if mode.startswith("I"):
                 values = np.array(image)
-                if values.size and (values.min() < 0 or values.max() > 255):
+                if values.size and values.max() > 255:
                     raise DataError(
-                        f"{path}: 16/32-bit greyscale mask has values outside 0..255; "
-                        "save masks as palette or 8-bit greyscale PNGs"
+                        f"{path}: the mask holds ids up to {int(values.max())}; at most 255 objects "
+                        "(ids 1..255) are supported"
                     )
-                return values.astype(np.uint8)
+                if values.size and values.min() < 0:
+                    raise DataError(f"{path}: the mask holds negative values")
+                return values.astype(np.uint8), None
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot read mask image ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read mask image ({first})") from None
     raise DataError(
         f"{path}: mask is a {mode} colour image; masks must be palette (indexed) or greyscale PNGs "
         "whose pixel values are object ids"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from stcn.data.palette import DAVIS_PALETTE, save_label_png
+from stcn.data.palette import DAVIS_PALETTE, load_label_png_with_palette, save_label_png
 from stcn.errors import DataError
 
 __all__ = [
@@ -353,41 +353,9 @@ def iter_frames(path: str | os.PathLike | VideoInfo, *, prefetch: int = 4) -> It
 
 
 def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read one label PNG: ``(HxW uint8 object ids, palette)``.
-
-    Palette ("P") PNGs give their indices and their palette as an ``(N, 3)`` uint8 array; 8-bit
-    greyscale (and 1-bit, and 16-bit with values up to 255) PNGs give their grey levels and ``None``.
-    Colour images, ids above 255, unreadable or missing files raise :class:`DataError`.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode == "P":
-                raw = image.getpalette() or []
-                palette = np.array(raw, dtype=np.uint8).reshape(-1, 3) if raw else None
-                return np.array(image, dtype=np.uint8), palette
-            if mode in ("L", "1"):
-                return np.array(image, dtype=np.uint8), None
-            if mode.startswith("I"):
-                values = np.array(image)
-                if values.size and values.max() > 255:
-                    raise DataError(
-                        f"{path}: the mask holds ids up to {int(values.max())}; at most 255 objects "
-                        "(ids 1..255) are supported"
-                    )
-                if values.size and values.min() < 0:
-                    raise DataError(f"{path}: the mask holds negative values")
-                return values.astype(np.uint8), None
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the mask ({_first_line(exc)})") from None
-    raise DataError(
-        f"{path}: the mask is a {mode} colour image; masks must be palette (indexed) or greyscale PNGs "
-        "whose pixel values are object ids"
-    )
+    """Read one label PNG: ``(HxW uint8 object ids, palette or None)``; see
+    :func:`stcn.data.palette.load_label_png_with_palette`."""
+    return load_label_png_with_palette(path)
 
 
 def read_masks(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
