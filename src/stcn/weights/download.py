@@ -50,6 +50,14 @@ def download_weights(name: str = registry.DEFAULT, *, force: bool = False, progr
     if path.is_file() and not force:
         return path
     assert entry.url is not None
-    check = verify_checkpoint if Path(entry.filename).suffix in (".pth", ".pt") else None
+    check = None
+    if Path(entry.filename).suffix in (".pth", ".pt"):
+        if name in ("s2m", "fusion"):  # MiVOS's networks, not STCN checkpoints
+            from stcn.interactive.checkpoint import verify_checkpoint as verify_interactive
+
+            def check(p: Path) -> None:
+                verify_interactive(name, p)
+        else:
+            check = verify_checkpoint
     return download_file(entry.url, path, sha256=entry.sha256, progress=progress, resume=not force, check=check,
                          desc=entry.filename)

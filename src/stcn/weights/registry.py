@@ -59,6 +59,18 @@ _BUILTIN = (
         description="trained on static images, then DAVIS + YouTube-VOS (no BL30K)",
         url=google_drive_url("1JllXPJZola0G-g1aUQfXe9nLMBioj-aH"),
     ),
+    WeightsEntry(
+        name="s2m",
+        filename="mivos_s2m.pth",
+        description="interactive: MiVOS scribble-to-mask network S2M (stcn.interactive.load_s2m)",
+        url=google_drive_url("1HKwklVey3P2jmmdmrACFlkXtcvNxbKMM"),
+    ),
+    WeightsEntry(
+        name="fusion",
+        filename="mivos_fusion_stcn.pth",
+        description="interactive: MiVOS fusion net for STCN (stcn.interactive.load_fusion)",
+        url=google_drive_url("1MAbWHrOjlze9vPQdW-HxMnvjPpaZlfLv"),
+    ),
 )
 
 REGISTRY: dict[str, WeightsEntry] = {entry.name: entry for entry in _BUILTIN}

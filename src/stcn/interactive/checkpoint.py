@@ -1,0 +1,54 @@
+"""Strict loading of the interactive networks through STCN's checkpoint I/O (weights-only ``.pth`` /
+``.safetensors``; DDP ``module.`` prefixes and ``{'network': ...}`` training checkpoints accepted)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from stcn.errors import CheckpointError
+from stcn.weights.io import load_state_dict_strict, read_checkpoint
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def load_network(build: Callable[[], M], path: str | os.PathLike, device: str | torch.device, name: str) -> M:
+    """Build ``build()`` on the meta device, load the checkpoint at ``path`` strictly (missing,
+    unexpected or mis-shaped keys raise :class:`~stcn.errors.CheckpointError`), return it in eval mode."""
+    ckpt = read_checkpoint(path)
+    with torch.device("meta"):
+        model = build()
+    try:
+        load_state_dict_strict(model, ckpt.state_dict, ckpt.path, assign=True)
+    except CheckpointError as exc:  # the shared loader words it for STCN
+        raise CheckpointError(str(exc).replace("the STCN network", f"the {name} network", 1)) from None
+    return model.to(device).eval()
+
+
+def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
+    from stcn.interactive.fusion import FusionNet
+    from stcn.interactive.s2m import S2M
+
+    return {"s2m": (S2M, "S2M"), "fusion": (FusionNet, "FusionNet")}
+
+
+def verify_checkpoint(network: str, path: str | os.PathLike):
+    """Check that the checkpoint at ``path`` fits ``network`` ('s2m' | 'fusion'; the registry names)
+    without allocating it (built on the meta device); returns the :class:`~stcn.weights.io.Checkpoint`.
+    Meant for ``stcn weights download s2m|fusion``, whose STCN check would refuse these files."""
+    import warnings
+
+    build, name = _builders()[network]
+    ckpt = read_checkpoint(path)
+    with torch.device("meta"):
+        model = build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "copying from a non-meta parameter ... is a no-op"
+        try:
+            load_state_dict_strict(model, ckpt.state_dict, ckpt.path)
+        except CheckpointError as exc:
+            raise CheckpointError(str(exc).replace("the STCN network", f"the {name} network", 1)) from None
+    return ckpt
