@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "stcn.eval.evaluate_cli",
     "stcn.eval.runner_cli",
     "stcn.train.cli",
+    "stcn.data.download_cli",
     "stcn.inference.segment_cli",
 )
 

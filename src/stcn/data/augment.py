@@ -65,7 +65,7 @@ class ColourJitter:
 
     @staticmethod
     def sample(rng: np.random.Generator, brightness: float = 0.0, contrast: float = 0.0,
-               saturation: float = 0.0, hue: float = 0.0) -> "ColourJitter":
+               saturation: float = 0.0, hue: float = 0.0) -> ColourJitter:
         order = tuple(int(i) for i in rng.permutation(4))
 
         def factor(amount: float) -> float | None:
@@ -107,28 +107,49 @@ class Affine:
 
     @staticmethod
     def sample(rng: np.random.Generator, degrees: float = 0.0, scale: tuple[float, float] | None = None,
-               shear: float = 0.0) -> "Affine":
+               shear: float = 0.0) -> Affine:
         angle = float(rng.uniform(-degrees, degrees)) if degrees > 0 else 0.0
         s = float(rng.uniform(*scale)) if scale is not None else 1.0
         sh = float(rng.uniform(-shear, shear)) if shear > 0 else 0.0
         return Affine(angle, s, sh)
+
+    @property
+    def identity(self) -> bool:
+        return self.angle == 0 and self.shear == 0 and self.scale == 1
 
     def grid(self, height: int, width: int) -> torch.Tensor:
         """The ``grid_sample`` grid (1, H, W, 2) of this affine about the image centre: output pixel
         p reads the input at M^-1 p, M = rotation(angle) . shear_x(shear) . scale (torchvision's
         RandomAffine, whose tensor kernel has no bicubic mode, hence this grid)."""
         a, sh = math.radians(self.angle), math.radians(self.shear)
-        forward = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64) \
-            @ torch.tensor([[1.0, -math.tan(sh)], [0.0, 1.0]], dtype=torch.float64) * self.scale
-        half = torch.diag(torch.tensor([width / 2, height / 2], dtype=torch.float64))
-        theta = torch.linalg.inv(half) @ torch.linalg.inv(forward) @ half  # in normalised coordinates
-        theta = torch.cat([theta, torch.zeros(2, 1, dtype=torch.float64)], 1).float().unsqueeze(0)
-        return nnf.affine_grid(theta, [1, 1, height, width], align_corners=False)
+        forward = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) \
+            @ np.array([[1.0, -math.tan(sh)], [0.0, 1.0]]) * self.scale
+        half = np.diag([width / 2, height / 2])
+        theta = np.linalg.inv(half) @ np.linalg.inv(forward) @ half  # in normalised coordinates
+        xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1  # pixel centres, align_corners=False
+        ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
+        gx = float(theta[0, 0]) * xs[None, :] + float(theta[0, 1]) * ys[:, None]
+        gy = float(theta[1, 0]) * xs[None, :] + float(theta[1, 1]) * ys[:, None]
+        return torch.stack([gx, gy], dim=-1).unsqueeze(0)
 
     def __call__(self, x: torch.Tensor, interpolation: InterpolationMode, fill) -> torch.Tensor:
-        if self.angle == 0 and self.shear == 0 and self.scale == 1:
+        if self.identity:
             return x
         return grid_warp(x, self.grid(*x.shape[-2:]), interpolation.value, fill)
+
+    def pair(self, image: torch.Tensor, mask: torch.Tensor, image_mode: InterpolationMode,
+             mask_mode: InterpolationMode, image_fill, mask_fill=(0.0,)) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and its mask through the same grid (one sampling pass when the modes agree)."""
+        if self.identity:
+            return image, mask
+        grid = self.grid(*image.shape[-2:])
+        if image_mode == mask_mode and mask.is_floating_point():
+            both = grid_warp(torch.cat([image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)]), grid,
+                             image_mode.value, [*image_fill, *mask_fill])
+            c = image.shape[0]
+            return tv_tensors.wrap(both[:c], like=image), tv_tensors.wrap(both[c:], like=mask)
+        return (grid_warp(image, grid, image_mode.value, image_fill),
+                grid_warp(mask, grid, mask_mode.value, list(mask_fill)))
 
 
 def sample_resized_crop(rng: np.random.Generator, height: int, width: int, scale: tuple[float, float],
@@ -140,17 +161,17 @@ def sample_resized_crop(rng: np.random.Generator, height: int, width: int, scale
     for _ in range(10):
         target = area * float(rng.uniform(*scale))
         aspect = math.exp(float(rng.uniform(*log_ratio)))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             return top, left, h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+        h, w = height, round(height * max(ratio))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w

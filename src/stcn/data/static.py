@@ -67,8 +67,7 @@ def static_clip(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     seq_jitter = A.ColourJitter.sample(rng, *c.sequence_jitter)
     grey = bool(rng.random() < c.greyscale_p)
 
-    base_image = seq_affine(A.as_image(image), A.NEAREST, A.IMAGE_FILL)
-    base_mask = seq_affine(A.as_mask(mask), A.NEAREST, [0.0])
+    base_image, base_mask = seq_affine.pair(A.as_image(image), A.as_mask(mask), A.NEAREST, A.NEAREST, A.IMAGE_FILL)
     if flip:
         base_image, base_mask = A.F.horizontal_flip(base_image), A.F.horizontal_flip(base_mask)
     base_image = seq_jitter(base_image)
@@ -80,8 +79,7 @@ def static_clip(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     images, masks = [], []
     for _ in range(frames):
         affine = A.Affine.sample(rng, c.frame_degrees, c.frame_scale, c.frame_shear)
-        im = affine(base_image, A.BICUBIC, A.IMAGE_FILL)
-        gt = affine(base_mask, A.BICUBIC, [0.0])
+        im, gt = affine.pair(base_image, base_mask, A.BICUBIC, A.BICUBIC, A.IMAGE_FILL)
         gt = tv_tensors.wrap(gt.mul(255).round_().div_(255), like=gt)  # 8-bit grey levels, as the PIL original
         im = A.resize_shorter(im, size, A.BICUBIC)
         gt = A.resize_shorter(gt, size, A.NEAREST)

@@ -154,8 +154,7 @@ class VideoClips:
             if grey:
                 im = A.greyscale(im)
             affine = A.Affine.sample(rng, c.frame_degrees, None, c.frame_shear)
-            im = affine(im, A.BICUBIC, A.IMAGE_FILL)
-            gt = affine(gt, A.NEAREST, [0.0])
+            im, gt = affine.pair(im, gt, A.BICUBIC, A.NEAREST, A.IMAGE_FILL)
             im = A.ColourJitter.sample(rng, *c.frame_jitter)(im)
             images.append(im.as_subclass(torch.Tensor))
             masks.append(gt.as_subclass(torch.Tensor)[0].numpy())
@@ -169,9 +168,9 @@ class VideoClips:
         keep = []
         for label in labels:
             area = int((masks[0] == label).sum())
-            if area > 10 * 10 * k:
-                if area > 30 * 30 * k or max(int((m == label).sum()) for m in masks[1:]) < 20 * 20 * k:
-                    keep.append(label)
+            small_later = max(int((m == label).sum()) for m in masks[1:]) < 20 * 20 * k
+            if area > 10 * 10 * k and (area > 30 * 30 * k or small_later):
+                keep.append(label)
         return keep
 
     def clip(self, position: int, rng: np.random.Generator, max_skip: int) -> dict[str, torch.Tensor]:

@@ -30,13 +30,13 @@ from stcn.train.clip_pass import forward_clip
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank_device(device: str) -> str:
     """The device of this rank: ``cuda`` becomes ``cuda:<LOCAL_RANK>`` in a multi-process run."""
     if world_size() > 1 and device in ("cuda", "gpu"):
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return device
