@@ -12,7 +12,16 @@ It reproduces the original STCN's two evaluation paths with one rule set:
 * with ``need_output=False`` a frame that is neither annotated nor memory is skipped before any work
   (the original's YouTube-VOS path); skipping never changes the frames that are computed.
 
-The engine holds no per-frame outputs: memory grows with memory frames only.
+The engine holds no per-frame outputs: memory grows with memory frames only, and with
+``max_memory_frames`` not even that (bounded memory for long videos; see :mod:`.memory_bank`).
+
+Speed (docs/performance.md): the memory is read with one query-major affinity for all objects and a
+gather of the top-k values (no dense memory x query matrix), in chunks of query positions sized from
+a memory budget; the decoder's and the value fuser's query-frame halves are computed once per frame
+and only the per-object halves per object; frames run channels-last. All of this is exact up to float
+summation order. ``amp`` (bfloat16 on CPU, float16 on CUDA) and ``compile`` (torch.compile) are
+optional fast modes. :class:`stcn.inference.dense_reference.DenseReferenceCore` keeps the original's
+dense computation as the oracle and the benchmark's baseline.
 """
 from __future__ import annotations
 
@@ -24,13 +33,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stcn.inference.memory_bank import MemoryBank
+from stcn.inference.memory_bank import MemoryBank, Policy
 from stcn.inference.preprocess import (
     pad, pad_amounts, resize_image, resize_labels, resized_size, to_normalised_tensor, unpad,
 )
 from stcn.model.aggregation import aggregate
+from stcn.model.decoder import DecoderQuery
 from stcn.model.memory import Similarity
-from stcn.model.network import STCN, KeyFeatures
+from stcn.model.network import STCN, KeyFeatures, others_sum
+
+DEFAULT_WORK_MEMORY_MB = 1024
+# Rough peak bytes per object per processed pixel in the decoder / value encoder (fp32): the last
+# decoder stage holds ~6 tensors of hidden/2 = 256 channels at 1/4 resolution (6 * 256 * 4 / 16).
+_BYTES_PER_OBJECT_PIXEL = 400
 
 
 @dataclass
@@ -42,6 +57,7 @@ class _PendingMemory:
     object_probs: torch.Tensor  # (O, 1, H, W) at the padded size
     object_ids: tuple[int, ...]
     temporary: bool
+    pinned: bool = False
 
 
 class InferenceCore:
@@ -57,7 +73,16 @@ class InferenceCore:
             the input size.
         amp: autocast (float16 on CUDA, bfloat16 on CPU).
         similarity: ``"l2"`` (STCN) or ``"dot"`` (the paper's ablation).
-        query_chunk: read the memory this many query positions at a time (bounds peak memory).
+        query_chunk: read the memory this many query positions at a time (default: chosen from
+            ``work_memory_mb``).
+        max_memory_frames: keep at most this many memory frames (None: every one, the paper). The
+            first annotated frame is always kept; ``memory_policy`` picks the frame a full memory
+            evicts (``"least_used"`` or ``"oldest"``). The ``include_last`` entry comes on top.
+        work_memory_mb: budget for transient working memory: the memory read's affinity chunks get
+            1/16 of it, and objects are decoded / encoded in batches that fit it, so the peak memory
+            of a frame is bounded at any resolution.
+        channels_last: run the network channels-last (default: on CPU, where it is faster).
+        compile: ``torch.compile`` the network's per-frame parts (fast mode; first frames compile).
     """
 
     def __init__(
@@ -71,20 +96,35 @@ class InferenceCore:
         amp: bool = False,
         similarity: Similarity = "l2",
         query_chunk: int | None = None,
+        max_memory_frames: int | None = None,
+        memory_policy: Policy = "least_used",
+        work_memory_mb: float = DEFAULT_WORK_MEMORY_MB,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         if mem_every < 1:
             raise ValueError("mem_every must be >= 1")
+        if max_memory_frames is not None and max_memory_frames < 2:
+            raise ValueError("max_memory_frames must be at least 2 (the first annotated frame is always kept)")
+        if work_memory_mb <= 0:
+            raise ValueError("work_memory_mb must be positive")
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.mem_every = mem_every
         self.include_last = include_last
         self.size = size
         self.amp = amp
-        self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk)
+        self.work_memory = int(work_memory_mb * 2**20)
+        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
+        self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk,
+                                 max_frames=max_memory_frames, policy=memory_policy,
+                                 read_budget=self.work_memory // 16)
         self.object_ids: list[int] = []
         self.frame_index = -1
         self.last_memory_frame: int | None = None
         self._pending: _PendingMemory | None = None
+        self._pinned = False
+        self._net = _compiled(model) if compile else model
 
     # ----------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -93,13 +133,25 @@ class InferenceCore:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def _object_batch(self, pixels: int) -> int:
+        """Objects per decoder / value-encoder batch that fit the work-memory budget."""
+        return max(1, self.work_memory // (_BYTES_PER_OBJECT_PIXEL * pixels))
+
+    def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        step = self._object_batch(image.shape[-2] * image.shape[-1])
+        others = None if self.model.single_object or step >= probs.shape[0] else others_sum(probs)
+        with self._autocast():
+            parts = [self._net.encode_object_values_split(
+                         image, f16, probs[i:i + step], None if others is None else others[i:i + step])
+                     for i in range(0, probs.shape[0], step)]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
+
     def _flush_pending(self) -> None:
         p, self._pending = self._pending, None
         if p is None:
             return
-        with self._autocast():
-            values = self.model.encode_object_values(p.image, p.f16, p.object_probs).float()
-        self.memory.add(p.frame, p.key, dict(zip(p.object_ids, values)), temporary=p.temporary)
+        values = self._encode_values(p.image, p.f16, p.object_probs)
+        self.memory.add(p.frame, p.key, dict(zip(p.object_ids, values)), temporary=p.temporary, pinned=p.pinned)
 
     def _prepare_image(self, image) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], tuple[int, ...]]:
         x = to_normalised_tensor(image, self.device)
@@ -107,7 +159,10 @@ class InferenceCore:
         proc = resized_size(h, w, self.size)
         x = resize_image(x, proc)
         amounts = pad_amounts(*proc)
-        return pad(x, amounts), (h, w), proc, amounts
+        x = pad(x, amounts)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, (h, w), proc, amounts
 
     def _prepare_mask(self, mask, size: tuple[int, int], proc, amounts) -> torch.Tensor:
         m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
@@ -120,24 +175,32 @@ class InferenceCore:
 
     def _encode_key(self, x: torch.Tensor) -> KeyFeatures:
         with self._autocast():
-            return KeyFeatures(*(f.float() for f in self.model.encode_key(x)))
+            feats = self._net.encode_key(x)
+        return KeyFeatures(feats.key.float(), *feats[1:])
+
+    def _decode(self, readout: torch.Tensor, query: DecoderQuery) -> torch.Tensor:
+        step = self._object_batch(16 * readout.shape[-2] * 16 * readout.shape[-1])
+        parts = [self._net.decode_objects(readout[i:i + step], query) for i in range(0, readout.shape[0], step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _propagate(self, feats: KeyFeatures) -> torch.Tensor:
-        ids = tuple(self.object_ids)
+        """Object probabilities (O, 1, H, W) at the padded size from the memory."""
+        readout = self.memory.read(feats.key, tuple(self.object_ids))  # float32, outside autocast
         with self._autocast():
-            readout = self.memory.read(feats.key, ids)
-            logits = self.model.decode(readout, feats.f16_thin, feats.f8, feats.f4)
-        return torch.sigmoid(logits.float())  # (O, 1, H, W)
+            query = self._net.query_features(feats)
+            logits = self._decode(readout, query)
+        return torch.sigmoid(logits.float())
 
     @property
     def memory_frames(self) -> list[int]:
         """Indices of the permanent memory frames (annotated frames and every ``mem_every``-th), the
         latest included while its value is still pending (values are encoded when the next frame is
-        computed, never for a frame that none follows). The ``include_last`` entry is not listed."""
+        computed, never for a frame that none follows). The ``include_last`` entry is not listed. Sorted
+        (with bounded memory, evicted frames are gone and new frames reuse their slots)."""
         frames = [e.frame for e in self.memory.entries if not e.temporary]
         if self._pending is not None and not self._pending.temporary:
             frames = [*frames, self._pending.frame]
-        return frames
+        return sorted(frames)
 
     def _is_memory_frame(self, t: int) -> bool:
         return self.last_memory_frame is not None and t - self.last_memory_frame >= self.mem_every
@@ -230,8 +293,11 @@ class InferenceCore:
         if is_memory or self.include_last:
             if feats is None:
                 feats = self._encode_key(x)
+            pinned = is_memory and mask is not None and not self._pinned  # kept by bounded memory
+            self._pinned = self._pinned or pinned
             self._pending = _PendingMemory(
-                t, feats.key, feats.f16, x, probs[1:], tuple(self.object_ids), temporary=not is_memory
+                t, feats.key, feats.f16, x, probs[1:], tuple(self.object_ids), temporary=not is_memory,
+                pinned=pinned,
             )
             if is_memory:
                 self.last_memory_frame = t
@@ -249,3 +315,18 @@ class InferenceCore:
         lut = np.array([0, *self.object_ids], dtype=np.int64)
         out = lut[index]
         return out.astype(np.uint8) if lut.max() <= 255 else out.astype(np.int32)
+
+
+class _Compiled:
+    """The network's per-frame parts through ``torch.compile`` (shapes are static within a video)."""
+
+    def __init__(self, model: STCN) -> None:
+        self.model = model
+        self.encode_key = torch.compile(model.encode_key, dynamic=False)
+        self.query_features = torch.compile(model.query_features, dynamic=False)
+        self.decode_objects = torch.compile(model.decode_objects, dynamic=False)
+        self.encode_object_values_split = torch.compile(model.encode_object_values_split, dynamic=False)
+
+
+def _compiled(model: STCN) -> _Compiled:
+    return _Compiled(model)

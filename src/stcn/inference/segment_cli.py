@@ -26,6 +26,11 @@ import numpy as np
 from stcn.errors import CheckpointError, DataError, UserError
 
 OVERLAY_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi")
+# Bounded memory: a video of more than LONG_VIDEO_FRAMES frames keeps at most BOUNDED_MEMORY_FRAMES
+# memory frames (the first annotated frame always, then least-used eviction); shorter videos keep every
+# memory frame, as the paper (with --mem-every 5 both agree up to frame 300). docs/performance.md.
+LONG_VIDEO_FRAMES = 300
+BOUNDED_MEMORY_FRAMES = 60
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -56,6 +61,12 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="add a frame to memory every N frames (default 5)")
     parser.add_argument("--include-last", action="store_true",
                         help="also keep the previous frame as temporary memory")
+    parser.add_argument("--max-memory-frames", type=int, default=None, metavar="N",
+                        help=f"keep at most N memory frames (the first annotated frame always). Default: every "
+                        f"memory frame (the paper) for videos up to {LONG_VIDEO_FRAMES} frames, "
+                        f"{BOUNDED_MEMORY_FRAMES} for longer ones; 0: never bound")
+    parser.add_argument("--memory-policy", choices=("least_used", "oldest"), default="least_used",
+                        help="which memory frame bounded memory evicts (default least_used)")
     parser.add_argument("--overlay", type=Path, metavar="VIDEO",
                         help="also write a video with the masks blended over the frames (.mp4/.mov/.mkv/.avi)")
     parser.add_argument("--fps", type=float, default=None,
@@ -93,6 +104,8 @@ class SegmentResult:
     overlay_codec: str | None = None
     probs: bool = False
     warnings: list[str] = field(default_factory=list)
+    max_memory_frames: int | None = None  # None: unbounded (the paper)
+    memory_note: str | None = None
 
     @property
     def fps(self) -> float:
@@ -107,6 +120,8 @@ class SegmentResult:
             f"speed: {self.fps:.2f} FPS (processing only, I/O excluded)",
             f"masks: {self.out}" + (f" (probabilities in {self.out / 'probs'})" if self.probs else ""),
         ]
+        if self.memory_note is not None:
+            lines.append(self.memory_note)
         if self.overlay is not None:
             lines.append(f"overlay: {self.overlay} ({self.overlay_codec})")
         return "\n".join(lines)
@@ -214,6 +229,25 @@ def match_masks(masks: dict, info, mask_path: Path, warn: Callable[[str], None] 
     return matched, palette
 
 
+def memory_bound(num_frames: int, max_memory_frames: int | None, policy: str = "least_used") -> tuple[int | None, str | None]:
+    """The memory bound for a video of ``num_frames`` frames and the line that reports it.
+
+    ``max_memory_frames`` None: automatic (unbounded up to LONG_VIDEO_FRAMES frames, else
+    BOUNDED_MEMORY_FRAMES); 0: unbounded; N: at most N memory frames."""
+    if max_memory_frames is None:
+        if num_frames <= LONG_VIDEO_FRAMES:
+            return None, None
+        bound = BOUNDED_MEMORY_FRAMES
+        why = f"the video has {num_frames} frames, more than {LONG_VIDEO_FRAMES}"
+    elif max_memory_frames == 0:
+        return None, None
+    else:
+        bound = int(max_memory_frames)
+        why = "--max-memory-frames"
+    return bound, (f"memory: bounded to {bound} memory frames ({why}; the first annotated frame is kept, "
+                   f"{policy.replace('_', '-')} frames are evicted; --max-memory-frames 0 keeps every one)")
+
+
 def _overlay_target(overlay: Path, out: Path, force: bool):
     """Check --overlay; return (path relative to the output folder, or None if outside it)."""
     if overlay.suffix.lower() not in OVERLAY_EXTENSIONS:
@@ -247,6 +281,8 @@ def segment(
     save_probs: bool = False,
     device: str | None = None,
     amp: bool = False,
+    max_memory_frames: int | None = None,
+    memory_policy: str = "least_used",
     force: bool = False,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
@@ -254,7 +290,9 @@ def segment(
     """Segment ``input`` (frame folder or video file) from ``mask`` (PNG or folder) into ``out``.
 
     ``model`` (an STCN on its device) skips loading ``weights``. Everything is written into a hidden
-    sibling of ``out`` and published at the end; on any error nothing is left behind. Raises
+    sibling of ``out`` and published at the end; on any error nothing is left behind.
+    ``max_memory_frames``: None bounds the memory of long videos only (see :func:`memory_bound`), 0
+    never, N always at N frames; ``memory_policy``: ``least_used`` or ``oldest``. Raises
     :class:`UserError` subclasses (DataError, CheckpointError) for bad inputs.
     """
     from stcn.inference.io import (
@@ -269,6 +307,10 @@ def segment(
         raise UserError(f"--size must be a positive shorter side or -1 (native size), not {size}")
     if fps is not None and not fps > 0:
         raise UserError(f"--fps must be positive, not {fps}")
+    if max_memory_frames is not None and (max_memory_frames < 0 or max_memory_frames == 1):
+        raise UserError(f"--max-memory-frames must be 0 (unbounded) or at least 2, not {max_memory_frames}")
+    if memory_policy not in ("least_used", "oldest"):
+        raise UserError(f"--memory-policy must be least_used or oldest, not {memory_policy}")
     input, mask, out = Path(input), Path(mask), Path(out)
     warnings: list[str] = []
 
@@ -308,8 +350,9 @@ def segment(
                     from stcn.weights.io import load_model
 
                     model = load_model(weights_path, torch_device)
+                bound, memory_note = memory_bound(info.num_frames, max_memory_frames, memory_policy)
                 core = InferenceCore(model, top_k=top_k, mem_every=mem_every, include_last=include_last,
-                                     size=size, amp=amp)
+                                     size=size, amp=amp, max_memory_frames=bound, memory_policy=memory_policy)
                 label_writer = LabelWriter(stage, palette)
                 if overlay_path is not None:
                     if overlay_rel is not None:
@@ -374,7 +417,8 @@ def segment(
     return SegmentResult(
         out=out, num_frames=count, object_ids=list(core.object_ids), width=info.width, height=info.height,
         processed_size=processed, device=str(torch_device), seconds=seconds, overlay=overlay_path,
-        overlay_codec=codec, probs=save_probs, warnings=warnings,
+        overlay_codec=codec, probs=save_probs, warnings=warnings, max_memory_frames=bound,
+        memory_note=memory_note,
     )
 
 
@@ -391,6 +435,7 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.mask, args.out, weights=args.weights, size=args.size, top_k=args.top_k,
         mem_every=args.mem_every, include_last=args.include_last, overlay=args.overlay, fps=args.fps,
         save_probs=args.save_probs, device=args.device, amp=args.amp, force=args.force,
+        max_memory_frames=args.max_memory_frames, memory_policy=args.memory_policy,
         progress=not args.quiet, warn=warn,
     )
     if not args.quiet:

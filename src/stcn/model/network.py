@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from stcn.model.decoder import Decoder
+from stcn.model.decoder import Decoder, DecoderQuery, split_conv_weight
 from stcn.model.encoders import KeyEncoder, ValueEncoder
 from stcn.model.modules import KeyProjection
 
@@ -150,3 +151,47 @@ class STCN(nn.Module):
         if f16_thin.shape[0] != b:
             f16_thin, f8, f4 = (x.expand(b, -1, -1, -1) for x in (f16_thin, f8, f4))
         return self.decoder(readout, f16_thin, f8, f4)
+
+    # ---- split forms for inference: the per-frame part once, the per-object part batched ------------
+    def query_features(self, feats: KeyFeatures) -> DecoderQuery:
+        """The decoder's object-independent part for one frame (see :meth:`Decoder.query_features`)."""
+        return self.decoder.query_features(feats.f16_thin, feats.f8, feats.f4)
+
+    def decode_objects(self, readout: torch.Tensor, query: DecoderQuery) -> torch.Tensor:
+        """Logits (O, 1, H, W) from read-outs (O, 512, h, w); equals :meth:`decode` up to float order."""
+        return self.decoder.decode_objects(readout, query)
+
+    def encode_object_values_split(
+        self, image: torch.Tensor, f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`encode_object_values` with the key-feature half of the fuser's first block computed
+        once for all objects: ``fuser.block1`` is a residual block on ``cat(x, f16)``, and both of its
+        3x3 convs over the concatenation are the sum of a conv over x (per object) and a conv over f16
+        (the same for every object of the frame). Equal up to float summation order. ``others``: the
+        other objects' summed masks (default: :func:`others_sum` of ``masks``; pass it to encode a
+        subset of a frame's objects)."""
+        ve = self.value_encoder
+        k = masks.shape[0]
+        if self.single_object:
+            inputs = [image.expand(k, -1, -1, -1), masks]
+        else:
+            inputs = [image.expand(k, -1, -1, -1), masks, others_sum(masks) if others is None else others]
+        x = ve.maxpool(ve.relu(ve.bn1(ve.conv1(torch.cat(inputs, dim=1)))))
+        x = ve.layer3(ve.layer2(ve.layer1(x)))  # (K, 256, h, w)
+        fuser = ve.fuser
+        block = fuser.block1
+        cx, total = x.shape[1], block.conv1.in_channels
+        cache = self.__dict__.setdefault("_split_cache", {})
+
+        def conv(layer: nn.Conv2d, inp: torch.Tensor, start: int, stop: int, bias: bool) -> torch.Tensor:
+            w = split_conv_weight(layer, start, stop, cache)
+            return F.conv2d(inp, w, layer.bias if bias else None, layer.stride, layer.padding)
+
+        r = conv(block.conv1, F.relu(x), 0, cx, False).add_(conv(block.conv1, F.relu(f16), cx, total, True))
+        r = block.conv2(F.relu(r))
+        if block.downsample is None:
+            shortcut = torch.cat([x, f16.expand(k, -1, -1, -1)], dim=1)
+        else:
+            shortcut = conv(block.downsample, x, 0, cx, False).add_(conv(block.downsample, f16, cx, total, True))
+        y = shortcut.add_(r)
+        return fuser.block2(y + fuser.attention(y))
