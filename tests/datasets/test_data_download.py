@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import socket
 import tarfile
-import threading
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -23,66 +20,10 @@ from stcn.data.palette import load_label_png, save_label_png
 from stcn.data.video import davis_training_set, youtube_training_set
 
 
-class Server:
-    """Serves ``files`` (path -> bytes) with Range support; ``drop_after`` cuts bodies short."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.drop_after: int | None = None
-        state = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                rng = self.headers.get("Range")
-                state.requests.append((self.path, rng))
-                body = state.files.get(self.path)
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                start = 0
-                m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-                if m:
-                    start = int(m.group(1))
-                payload = body[start:]
-                self.send_response(206 if m else 200)
-                self.send_header("Content-Length", str(len(payload)))
-                if m:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                if state.drop_after is not None:
-                    self.wfile.write(payload[: state.drop_after])
-                    self.close_connection = True
-                    return
-                self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
 @pytest.fixture
-def server():
-    s = Server()
-    thread = threading.Thread(target=s.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        thread.join(5)
+def server(local_server):
+    """The shared local HTTP server (tests/local_http.py)."""
+    return local_server
 
 
 def _jpeg(h=12, w=16, seed=0) -> bytes:

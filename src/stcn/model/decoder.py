@@ -32,6 +32,8 @@ def split_conv_weight(conv: nn.Conv2d, start: int, stop: int, cache: dict) -> to
     """``conv.weight[:, start:stop]`` as a dense tensor in the weight's memory format, cached while the
     weight is unchanged (the cache is a plain dict, never part of the state dict)."""
     w = conv.weight
+    if torch.compiler.is_compiling():  # traced: the slice is part of the graph (no Python cache)
+        return w[:, start:stop]
     fmt = torch.channels_last if (w.dim() == 4 and not w.is_contiguous()
                                    and w.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
     key = (id(conv), start, stop, w.data_ptr(), w._version, w.dtype, w.device, fmt)
@@ -95,13 +97,13 @@ class Decoder(nn.Module):
         features broadcast over the objects (up to float summation order)."""
         c = self.compress
         r = readout.shape[1]
-        x = _conv(c.conv1, F.relu(readout), self._split(c.conv1, 0, r), bias=False).add_(query.conv1)
+        x = _conv(c.conv1, F.relu(readout), self._split(c.conv1, 0, r), bias=False) + query.conv1
         x = c.conv2(F.relu(x))
         if c.downsample is None:
             shortcut = torch.cat([readout, query.shortcut.expand(readout.shape[0], -1, -1, -1)], dim=1)
         else:
-            shortcut = _conv(c.downsample, readout, self._split(c.downsample, 0, r), bias=False).add_(query.shortcut)
-        x = shortcut.add_(x)
+            shortcut = _conv(c.downsample, readout, self._split(c.downsample, 0, r), bias=False) + query.shortcut
+        x = shortcut + x
         x = self.up_16_8.out_conv(query.skip8 + F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
         x = self.up_8_4.out_conv(query.skip4 + F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
         x = self.pred(F.relu(x))

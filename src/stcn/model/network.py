@@ -187,11 +187,11 @@ class STCN(nn.Module):
             w = split_conv_weight(layer, start, stop, cache)
             return F.conv2d(inp, w, layer.bias if bias else None, layer.stride, layer.padding)
 
-        r = conv(block.conv1, F.relu(x), 0, cx, False).add_(conv(block.conv1, F.relu(f16), cx, total, True))
+        r = conv(block.conv1, F.relu(x), 0, cx, False) + conv(block.conv1, F.relu(f16), cx, total, True)
         r = block.conv2(F.relu(r))
         if block.downsample is None:
             shortcut = torch.cat([x, f16.expand(k, -1, -1, -1)], dim=1)
         else:
-            shortcut = conv(block.downsample, x, 0, cx, False).add_(conv(block.downsample, f16, cx, total, True))
-        y = shortcut.add_(r)
+            shortcut = conv(block.downsample, x, 0, cx, False) + conv(block.downsample, f16, cx, total, True)
+        y = shortcut + r
         return fuser.block2(y + fuser.attention(y))
