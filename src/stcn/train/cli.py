@@ -112,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
         from stcn.train.distributed import wrap_distributed
 
         wrap_distributed(trainer)
+    finished = False
     try:
         final = trainer.fit(resume=args.resume)
+        finished = True
     except KeyboardInterrupt as exc:
         print(f"stcn: {exc or 'interrupted'}")
         return 130
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         if world > 1:
             from stcn.train.distributed import shutdown
 
-            shutdown()
+            shutdown(barrier=finished)
     if rank == 0:
         print(f"wrote {final}")
         if args.validate and config.stage == "synthetic":

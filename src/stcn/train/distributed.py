@@ -166,6 +166,12 @@ def wrap_distributed(trainer) -> object:
     return trainer
 
 
-def shutdown() -> None:
+def shutdown(*, barrier: bool = True) -> None:
+    """Leave the process group together: a rank that tears gloo down while another still talks to it
+    (rank 0 writing the final checkpoint) can abort with "terminate called without an active exception"."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if barrier:  # only after success: a rank that died would leave the others waiting here
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
