@@ -61,6 +61,38 @@ def propagation(src: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def session_replay(ref: Path) -> None:
+    """The DAVIS-interactive session (reference/session): scribbles, per-interaction S2M inputs and
+    outputs, submitted labels, the fusion round's probabilities; robot and summary cases as they are."""
+    with gzip.open(ref / "session" / "scribbles.json.gz") as f:
+        scribbles = json.loads(f.read())
+    for i, s in enumerate(scribbles["per_interaction_input"][1:]):
+        assert s == scribbles["robot_output"][i]  # the robot's output is the next interaction's input
+    with gzip.open(HERE / "session_scribbles.json.gz", "wt") as f:
+        json.dump({"initial": scribbles["initial"], "robot_output": scribbles["robot_output"]}, f)
+    out = {}
+    for i in range(1, 9):
+        d = load(ref / "session" / f"interaction_{i}.npz")
+        out[f"i{i}_pred_masks"] = d["pred_masks"]
+        out[f"i{i}_scr_mask"] = d["scr_mask"]
+        out[f"i{i}_prev_label_map"] = d["s2m_prev_label_map"]
+        out[f"i{i}_pos_bits"] = np.packbits(d["s2m_pos"], axis=-1)
+        out[f"i{i}_neg_bits"] = np.packbits(d["s2m_neg"], axis=-1)
+        out[f"i{i}_logits_sub3"] = d["s2m_logits"][:, ::3, ::3]  # 3 and the x4 upsampling are coprime
+        if "prob_changed" in d:
+            assert d["prob_changed_frames"].tolist() == [0, 1, 2, 3]
+            out[f"i{i}_prob_frames"] = d["prob_changed_frames"][1:]  # frame 0 = the hard S2M mask
+            out[f"i{i}_prob_objects_u16"] = quantise(d["prob_changed"][1:, 1:])
+            out[f"i{i}_labels_padded"] = d["labels_padded"]
+    np.savez_compressed(HERE / "session_replay.npz", **out)
+    for name in ("trace.json", "report.csv", "summary.json"):
+        shutil.copyfile(ref / "session" / name, HERE / f"session_{name}")
+    for name in ("robot_cases.npz", "robot_cases.json.gz"):
+        shutil.copyfile(ref / "robot" / name, HERE / name)
+    shutil.copyfile(ref / "summary_case" / "report_in.csv", HERE / "summary_report_in.csv")
+    shutil.copyfile(ref / "summary_case" / "summary_expected.json", HERE / "summary_expected.json")
+
+
 def main(src: Path) -> None:
     ref = src / "reference"
     for kind in ("frames", "annotations"):
@@ -123,6 +155,7 @@ def main(src: Path) -> None:
     out["s2m_logits"] = d["s2m_logits"]
     np.savez_compressed(HERE / "session_scribbles.npz", **out)
     np.savez_compressed(HERE / "propagation.npz", **propagation(ref))
+    session_replay(ref)
 
 
 if __name__ == "__main__":
