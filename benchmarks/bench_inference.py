@@ -4,6 +4,8 @@ bounded memory on long videos. Results: benchmarks/RESULTS.md ("Inference speed"
 
     # modes at 480p (854x480 -> 864x480 padded, 2 objects), 60 and 300 frames (long on a CPU)
     PYTHONPATH=src python benchmarks/bench_inference.py modes --frames 60 300 --modes dense exact bf16 compile
+    # the same modes interleaved frame by frame in one process (robust on a busy shared machine)
+    PYTHONPATH=src python benchmarks/bench_inference.py paired --frames 300 --modes dense exact --checkpoints 60 300
     # long videos with bounded memory: FPS and peak RSS at frames 100, 1000, 3000 (10,000)
     PYTHONPATH=src python benchmarks/bench_inference.py long --size 480x270 --frames 3000
     PYTHONPATH=src python benchmarks/bench_inference.py long --size 240x136 --frames 10000 --checkpoints 100 1000 3000 10000
@@ -131,6 +133,7 @@ def worker(args: argparse.Namespace) -> dict:
         if t + 1 in checkpoints:
             window = times[-min(len(times), args.window):]
             marks[t + 1] = {"fps_window": 1 / statistics.median(window), "window": len(window),
+                            "fps_so_far": (t + 1) / sum(times),
                             "peak_rss_mb": _peak_rss_mb(), "rss_mb": _rss_mb(),
                             "memory_frames": len(core.memory), "bank_mb": core.memory.nbytes() / 2**20}
             if args.progress:
@@ -261,6 +264,44 @@ def run_long(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps({"machine": machine(), "result": r}, indent=1))
 
 
+def run_paired(args: argparse.Namespace) -> None:
+    """Two or more modes in one process, frame by frame (the order alternating every frame), so that a
+    busy shared machine slows them alike: per-mode FPS and the ratio of their total times."""
+    import torch
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    print(f"# machine: {machine()}", flush=True)
+    model, weights = build_model(args.device, args.preset)
+    width, height = args.size
+    frames = args.frames[0]
+    mask, source = frame_source(height, width, frames)
+    engines = {mode: make_engine(mode, model, args.max_memory_frames, args.policy) for mode in args.modes}
+    times: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    checkpoints = set(args.checkpoints or (frames,))
+    marks = {}
+    for t, frame in enumerate(source):
+        order = args.modes if t % 2 == 0 else args.modes[::-1]
+        for mode in order:
+            core = engines[mode]
+            start = time.perf_counter()
+            core.labels(core.step(frame, mask if t == 0 else None))
+            times[mode].append(time.perf_counter() - start)
+        if t + 1 in checkpoints:
+            marks[t + 1] = {mode: (t + 1) / sum(times[mode]) for mode in args.modes}
+            print(f"  frame {t + 1}: " + ", ".join(f"{m} {f:.3f} FPS" for m, f in marks[t + 1].items()), flush=True)
+    base = args.modes[0]
+    print(f"\n{width}x{height}, 2 objects, {weights}; modes interleaved frame by frame in one process")
+    print("| frames | " + " | ".join(f"{m} FPS" for m in args.modes) + " | "
+          + " | ".join(f"{m} vs {base}" for m in args.modes[1:]) + " |")
+    print("| ---: " * (2 * len(args.modes)) + "|")
+    for t in sorted(marks):
+        fps = marks[t]
+        print(f"| {t} | " + " | ".join(f"{fps[m]:.3f}" for m in args.modes) + " | "
+              + " | ".join(f"{fps[m] / fps[base]:.2f}x" for m in args.modes[1:]) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "times": times, "marks": marks}, indent=1))
+
+
 def _size(text: str) -> tuple[int, int]:
     w, h = text.lower().split("x")
     return int(w), int(h)
@@ -268,7 +309,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("modes", "long", "worker"))
+    parser.add_argument("command", choices=("modes", "paired", "long", "worker"))
     parser.add_argument("--frames", type=int, nargs="+", default=None)
     parser.add_argument("--size", type=_size, default=None, help="WxH (modes: 854x480, long: 480x270)")
     parser.add_argument("--modes", nargs="+", default=["dense", "exact", "bf16", "compile"],
@@ -293,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
         args.frames = args.frames[0]
         args.size = args.size or (854, 480)
         print(json.dumps(worker(args)))
+    elif args.command == "paired":
+        args.frames = args.frames or [300]
+        args.size = args.size or (854, 480)
+        run_paired(args)
     elif args.command == "modes":
         args.frames = args.frames or [60, 300]
         args.size = args.size or (854, 480)

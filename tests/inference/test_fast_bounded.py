@@ -130,9 +130,9 @@ def test_bf16_mode_stays_close_to_exact_mode(small_model):
 # --------------------------------------------------------------------------------------------------
 
 
-def _bank(chunk=None, budget=None, late=True) -> MemoryBank:
+def _bank(chunk=None, budget=None, late=True, top_k=20) -> MemoryBank:
     g = torch.Generator().manual_seed(3)
-    bank = MemoryBank(top_k=20, query_chunk=chunk, read_budget=budget)
+    bank = MemoryBank(top_k=top_k, query_chunk=chunk, read_budget=budget)
     for t in range(4):
         values = {1: torch.randn(32, 6, 8, generator=g), 2: torch.randn(32, 6, 8, generator=g)}
         if late and t >= 2:
@@ -160,6 +160,21 @@ def test_chunked_reads_equal_unchunked(chunk, late):
     torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-5)
     # reading the objects in another order gives the same per-object read-outs
     torch.testing.assert_close(_bank(late=late).read(q, ids[::-1]), whole.flip(0), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["shared", "late_object"])
+def test_full_softmax_bank_read_is_the_training_read(late):
+    """top_k=None (training's full softmax) reads the same memory the same way, in chunks too."""
+    q = torch.randn(1, 64, 6, 8, generator=torch.Generator().manual_seed(5))
+    ids = (1, 2, 7) if late else (1, 2)
+    bank = _bank(late=late, top_k=None)
+    keys = torch.cat([e.key for e in bank.entries], 2)
+    values = torch.stack([torch.cat([e.values.get(o, torch.zeros(32, 48)) for e in bank.entries], 1) for o in ids])
+    valid = torch.stack([torch.cat([torch.full((48,), o in e.values) for e in bank.entries]) for o in ids])
+    ref = memory.read_memory(keys, values, q.flatten(2), top_k=None, valid=valid).view(len(ids), 32, 6, 8)
+    torch.testing.assert_close(bank.read(q, ids), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_bank(7, late=late, top_k=None).read(q, ids), ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ref, _bank(late=late).read(q, ids), atol=1e-3)  # top-20 differs from full
 
 
 def test_chunk_sizes_follow_the_budget():

@@ -8,7 +8,7 @@ from pathlib import Path
 from stcn.eval.davis_eval import EvaluationResult, _temp_path
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     """Save atomically: render to a temp file in the same folder, then rename."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -45,7 +45,7 @@ def plot_per_sequence(result: EvaluationResult, path: str | os.PathLike) -> Path
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     out = Path(path)
-    _save(fig, out)
+    save_figure(fig, out)
     return out
 
 
@@ -72,6 +72,6 @@ def plot_per_frame(result: EvaluationResult, out_dir: str | os.PathLike) -> list
         ax.grid(alpha=0.3)
         fig.tight_layout()
         out = Path(out_dir) / f"{seq.name}.png"
-        _save(fig, out)
+        save_figure(fig, out)
         paths.append(out)
     return paths

@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from stcn.model.memory import DEFAULT_READ_BUDGET, Similarity, auto_query_chunk, read_memory_pm
+from stcn.model.memory import DEFAULT_READ_BUDGET, Similarity, auto_query_chunk, read_memory, read_memory_pm
 
 Policy = Literal["least_used", "oldest"]
 POLICIES: tuple[str, ...] = ("least_used", "oldest")
@@ -269,6 +269,10 @@ class MemoryBank:
         h, w = query_key.shape[-2:]
         query = query_key.reshape(1, query_key.shape[1], -1).to(self._keys.dtype)
         m = query.shape[2]
+        if self.top_k is None:  # full softmax (training's read): the original's form
+            out = read_memory(self._keys[:, :, :used], values.transpose(1, 2), query, top_k=None,
+                              similarity=self.similarity, valid=valid, query_chunk=self.query_chunk)
+            return out.view(len(object_ids), -1, h, w)
         copies = 1 + (len(object_ids) if valid is not None else 0)
         chunk = min(self.query_chunk or auto_query_chunk(used, m, copies, self.read_budget), m)
         workspace = self._workspace_for(copies * chunk * used, query)
