@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "stcn.train.cli",
     "stcn.data.download_cli",
     "stcn.inference.segment_cli",
+    "stcn.ui.cli",
 )
 
 
