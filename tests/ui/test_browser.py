@@ -1,0 +1,98 @@
+"""End to end in headless Chromium (the system's ``chromium`` driven by Playwright; no browser download):
+open a synthetic clip, scribble two objects, propagate, correct a frame, propagate again, save. The saved
+PNGs must equal the masks of the same strokes replayed through the Python API (the page sends point
+lists; the server rasterises them). Skips when chromium or playwright is missing.
+
+Set STCN_UI_SCREENSHOT=path.png to also write a screenshot of the page (docs/ui.png is made this way).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from ui_helpers import replay
+
+from stcn.data.palette import load_label_png
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+H, W = 96, 128
+
+
+@pytest.fixture
+def page(server, tmp_path):
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=["--headless", *FLAGS],
+            viewport={"width": 1200, "height": 820}, bypass_csp=True)  # wait_for_function evaluates strings
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server)
+        page.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
+        yield page
+        context.close()
+        assert not errors, errors
+
+
+def _idle(page) -> None:
+    page.wait_for_function("document.body.dataset.inflight === '0'", timeout=60_000)
+
+
+def _draw(page, points) -> None:
+    box = page.locator("#strokes").bounding_box()
+    screen = [(box["x"] + (x + 0.5) * box["width"] / W, box["y"] + (y + 0.5) * box["height"] / H) for x, y in points]
+    page.mouse.move(*screen[0])
+    page.mouse.down()
+    for xy in screen[1:]:
+        page.mouse.move(*xy, steps=4)
+    page.mouse.up()
+    _idle(page)
+
+
+def _propagate(page) -> None:
+    before = page.evaluate("document.body.dataset.version")
+    page.keyboard.press("p")
+    page.wait_for_function(f"document.body.dataset.job === 'done' && document.body.dataset.version !== '{before}'"
+                           " && document.body.dataset.inflight === '0'", timeout=60_000)
+
+
+def test_scribble_propagate_correct_save(page, state, make_session, clip, tmp_path):
+    page.keyboard.press("1")
+    _draw(page, [(30, 40), (40, 44), (50, 52)])
+    page.keyboard.press("2")
+    _draw(page, [(90, 30), (96, 40), (100, 50)])
+    assert page.evaluate("document.body.dataset.shown").startswith("0@")
+    _propagate(page)
+    assert "propagated from frame 0" in page.locator("#status").inner_text()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.body.dataset.frame === '5'")
+    page.keyboard.press("x")  # background
+    _draw(page, [(5, 85), (60, 88), (120, 90)])
+    page.keyboard.press("x")
+    page.keyboard.press("1")
+    _draw(page, [(20, 20), (30, 25)])
+    _propagate(page)
+    page.keyboard.press("Control+z")  # undo the correction's propagation, then redo it
+    _idle(page)
+    page.keyboard.press("Control+y")
+    _idle(page)
+    page.locator("#save").click()
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('saved 8 masks')")
+    if os.environ.get("STCN_UI_SCREENSHOT"):
+        page.locator("#opacity").fill("60")
+        page.screenshot(path=os.environ["STCN_UI_SCREENSHOT"])
+
+    ops = [e["op"] for e in state.log]
+    assert ops == ["scribble", "scribble", "propagate", "scribble", "scribble", "propagate", "undo", "redo"]
+    assert state.log[0]["object_id"] == 1 and state.log[1]["object_id"] == 2 and state.log[3]["object_id"] == 0
+    saved = np.stack([load_label_png(tmp_path / "out" / "masks" / f"{t:05d}.png") for t in range(8)])
+    assert np.array_equal(saved, replay(make_session(), state.log))
+    assert {1, 2} <= set(np.unique(saved[0]))  # synthetic weights: no claim on the background
