@@ -32,7 +32,12 @@ import torch
 from stcn.inference.memory_bank import MemoryBank
 from stcn.inference.preprocess import pad, pad_amounts, to_normalised_tensor, unpad
 from stcn.interactive.aggregate import aggregate_wbg
-from stcn.interactive.fusion import FusionNet, align_difference, fuse_frame, mask_difference
+from stcn.interactive.fusion import (
+    FusionNet,
+    align_difference,
+    fuse_frame,
+    mask_difference,
+)
 from stcn.model.network import STCN, KeyFeatures
 
 
@@ -162,7 +167,7 @@ class InteractiveVOS:
     @property
     def labels(self) -> np.ndarray:
         """(T, H, W) uint8 label maps at the input size."""
-        return unpad(self.masks, self.pad).cpu().numpy()
+        return unpad(self.masks, self.pad).cpu().numpy().copy()  # a copy: later rounds update masks in place
 
     @torch.inference_mode()
     def update_mask_only(self, mask, t: int) -> np.ndarray:
