@@ -7,7 +7,12 @@ import pytest
 import torch
 from interactive_data import frame, labels, load_npz
 
-from stcn.interactive import align_difference, attention_weights, distances, mask_difference
+from stcn.interactive import (
+    align_difference,
+    attention_weights,
+    distances,
+    mask_difference,
+)
 
 LOGIT_TOL = 1e-4
 PROB_TOL = 2e-5

@@ -32,7 +32,7 @@ def _common(p: argparse.ArgumentParser, *, size: int, mem_every_help: str) -> No
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "eval",
-        help="segment DAVIS, YouTube-VOS or generic benchmark sets",
+        help="segment DAVIS, YouTube-VOS or generic benchmark sets; DAVIS-interactive",
         description=(
             "Segment a whole benchmark set with the paper's settings. Videos whose outputs are complete are "
             "skipped (resume); each video is written to a temporary folder and moved into place when done. "
@@ -83,6 +83,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     _common(g, size=480, mem_every_help="memory frame interval (default: 5)")
     g.set_defaults(func=run_generic)
+
+    from stcn.eval.interactive_runner import add_parser as add_interactive
+
+    add_interactive(sub)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
     return parser

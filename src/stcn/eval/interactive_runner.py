@@ -1,0 +1,156 @@
+"""``stcn eval interactive``: the DAVIS-interactive benchmark with MiVOS (S2M + STCN + fusion) on our
+own local session, robot and summary (:mod:`stcn.interactive.davis_session`).
+
+Writes ``OUT/report.csv`` (one row per interaction, object and frame: the benchmark report's columns),
+``OUT/summary.json`` (AUC, J&F at 60 s, the curve, the settings) and ``OUT/jf_time.png`` (J&F against
+time). Files are written to temporary names and renamed, so OUT never holds a half-written file; bad
+input is refused before any model runs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from stcn.errors import CheckpointError, UserError
+
+__all__ = ["add_parser", "run_interactive"]
+
+
+def _checkpoint(path, name: str, option: str) -> Path:
+    from stcn.weights import registry
+
+    p = Path(path) if path is not None else registry.cached_path(name)
+    if not p.is_file():
+        raise CheckpointError(f"{name} checkpoint {p} not found: pass {option} PATH")
+    return p
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _plot(summary: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(summary["curve"]["time"], summary["curve"]["J_AND_F"], marker="o")
+    ax.axvline(60, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("J&F")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"AUC {summary['auc']:.3f}, J&F@60s {summary['metric_at_threshold']['J_AND_F']:.3f}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_interactions: int = 8,
+                    time_per_object: float = 30, device: str | None = None, sequences=None,
+                    log=print) -> dict:
+    """Run the benchmark; returns the summary dict (also written to ``out``). ``max_time`` per object is
+    ``max_interactions * time_per_object`` (the official 8 x 30 = 240 s)."""
+    import torch
+
+    import stcn
+    from stcn.eval.runners import _resolve_weights
+    from stcn.interactive import load_fusion, load_s2m
+    from stcn.interactive.davis_driver import DAVISProcessor
+    from stcn.interactive.davis_session import (
+        MAX_INTERACTIONS,
+        DavisInteractiveData,
+        LocalSession,
+        report_table,
+    )
+
+    if not 1 <= max_interactions <= MAX_INTERACTIONS:
+        raise UserError(f"--max-interactions must be 1..{MAX_INTERACTIONS}, not {max_interactions}")
+    if time_per_object <= 0:
+        raise UserError("--time-per-object must be positive")
+    data = DavisInteractiveData(root, sequences=sequences)  # checks the layout and every scribble first
+    paths = (_resolve_weights(weights), _checkpoint(s2m, "s2m", "--s2m"), _checkpoint(fusion, "fusion", "--fusion"))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    prop_net = stcn.load_model(paths[0], device)
+    s2m_net, fusion_net = load_s2m(paths[1], device), load_fusion(paths[2], device)
+    session = LocalSession(data, max_time=max_interactions * time_per_object, max_interactions=max_interactions)
+    frames, processor = None, None
+    with torch.inference_mode():
+        while session.next():
+            name, idx = session.sample
+            if frames is None or frames[0] != name:  # read before the clock starts (MiVOS preloads)
+                frames = (name, data.frames(name))
+            seq, scribble, new = session.get_scribbles(only_last=True)
+            if new:  # fresh state per sample, built inside the timed interaction as in MiVOS
+                processor = DAVISProcessor(prop_net, fusion_net, s2m_net, frames[1], session.num_objects)
+            pred, candidates, _ = processor.interact(scribble)
+            session.submit_masks(pred, candidates)
+            if session.interaction == session.max_interactions:
+                log(f"{seq} #{idx}: done")
+    summary = session.summary()
+    result = {**summary, "max_time": session.max_time, "max_interactions": session.max_interactions,
+              "avg_num_objects": data.avg_num_objects, "samples": len(data.samples),
+              "discarded_submissions": session.discarded, "device": str(device)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(report_table(session.report))
+    _atomic_write(out / "report.csv", buf.getvalue().encode())
+    _atomic_write(out / "summary.json", (json.dumps(result, indent=1) + "\n").encode())
+    _atomic_write(out / "jf_time.png", _plot(summary))
+    return result
+
+
+def format_result(result: dict) -> str:
+    curve = result["curve"]["J_AND_F"][1:-1]
+    lines = [f"AUC {result['auc']:.4f}   J&F@60s {result['metric_at_threshold']['J_AND_F']:.4f}",
+             "J&F after each interaction: " + " ".join(f"{i + 1}:{v:.4f}" for i, v in enumerate(curve))]
+    if result["discarded_submissions"]:
+        lines.append(f"({result['discarded_submissions']} submissions came after their sample's time and were "
+                     "discarded)")
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "interactive", help="DAVIS-interactive (MiVOS: S2M + STCN + fusion, our local session and robot)",
+        description=(
+            "DAVIS-interactive benchmark, local session. Layout: ROOT/ImageSets/2017/val.txt, "
+            "ROOT/JPEGImages/480p/<seq>/, ROOT/Annotations/480p/<seq>/ (every frame), ROOT/Scribbles/<seq>/NNN.json. "
+            "MiVOS's driver: S2M on every scribble, propagation + fusion at interactions 3, 6 and 8. Writes "
+            "OUT/report.csv, OUT/summary.json and OUT/jf_time.png; prints AUC, J&F@60s and J&F after each "
+            "interaction. Timings are this machine's model time."
+        ),
+    )
+    p.add_argument("--root", required=True, metavar="DIR", help="DAVIS 2017 root (see the description)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--weights", metavar="PATH", help="STCN propagation checkpoint (default: the cached s012)")
+    p.add_argument("--s2m", metavar="PATH", help="S2M checkpoint (default: the cached `s2m`)")
+    p.add_argument("--fusion", metavar="PATH", help="FusionNet checkpoint (default: the cached `fusion`)")
+    p.add_argument("--max-interactions", type=int, default=8, metavar="N", help="interactions per sample (default: 8)")
+    p.add_argument("--time-per-object", type=float, default=30, metavar="S",
+                   help="seconds per object and interaction; a sample may take N x S x objects (default: 30)")
+    p.add_argument("--sequences", nargs="+", metavar="SEQ", help="only these sequences of the list")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=_run)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    result = run_interactive(args.root, args.out, weights=args.weights, s2m=args.s2m, fusion=args.fusion,
+                             max_interactions=args.max_interactions, time_per_object=args.time_per_object,
+                             device=args.device, sequences=args.sequences)
+    print(format_result(result))
+    print(f"wrote {Path(args.out) / 'report.csv'}, summary.json, jf_time.png")
+    return 0
