@@ -1,7 +1,12 @@
 """``stcn demo``: segment a synthetic clip end to end and report what ran and how well.
 
-Writes the clip (frames + first-frame annotation), runs the streaming engine, writes the masks and
-prints the settings, FPS and J&F against the generator's ground truth.
+Writes the clip (frames + first-frame annotation), runs the streaming engine, writes the masks and an
+overlay video, and prints the settings, FPS and J&F against the generator's ground truth. By default
+it runs the small model shipped in the package (trained on synthetic video only: docs/demo-model.md);
+``--weights s012`` or a path runs another checkpoint.
+
+The default clip's seed is below the training seeds' range (``SyntheticClipConfig.seed_offset``), so the
+demo shows videos the model never saw: objects that occlude each other, leave the frame and come back.
 """
 from __future__ import annotations
 
@@ -23,29 +28,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment a synthetic clip end to end",
         description="Generate a synthetic clip, segment it from its first-frame mask, print FPS and J&F.",
     )
-    p.add_argument("--weights", help="checkpoint (.pth or .safetensors); default: the cached s012 weights")
+    p.add_argument("--weights", default=None,
+                   help="a checkpoint path or a registry name (default: the built-in demo model; "
+                        "`stcn weights list` shows the names)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
-    p.add_argument("--frames", type=int, default=24, help="clip length (default: 24)")
+    p.add_argument("--frames", type=int, default=40, help="clip length (default: 40)")
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--width", type=int, default=432)
-    p.add_argument("--objects", type=int, default=2, help="number of objects (default: 2)")
+    p.add_argument("--objects", type=int, default=3, help="number of objects (default: 3)")
     p.add_argument("--seed", type=int, default=1234, help="synthetic clip seed (default: 1234)")
+    p.add_argument("--no-overlay", dest="overlay", action="store_false",
+                   help="do not write OUT/overlay.mp4")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
 
-def _resolve_weights(path: str | None) -> Path:
-    if path:
-        return Path(path)
+def _resolve_weights(name_or_path: str | None) -> Path:
+    """A registry name (the built-in demo model when None) or a checkpoint path."""
     from stcn.weights import registry
 
-    found = registry.default_weights()
-    if found is None:
-        raise UserError(
-            "stcn demo needs weights and no trained demo model ships yet: "
-            + registry.missing_weights_message()
-        )
-    return found
+    name = registry.DEMO if name_or_path is None else name_or_path
+    if name in registry.REGISTRY:
+        path = registry.cached_path(name)
+        if not path.is_file():
+            if registry.get(name).package_file is not None:
+                raise UserError(f"the built-in weights {name!r} are missing from this installation ({path}): "
+                                "reinstall stcn, or pass --weights PATH")
+            raise UserError(registry.missing_weights_message(name))
+        return path
+    path = Path(name)
+    if not path.is_file():
+        raise UserError(f"no such checkpoint: {path} (known names: {', '.join(registry.REGISTRY)})")
+    return path
 
 
 def demo_jf(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[float, float, float]:
@@ -72,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     weights = _resolve_weights(args.weights)
     model = load_model(weights, device=args.device)
+    if args.frames < 3 or args.objects < 1 or min(args.height, args.width) < 32:
+        raise UserError("--frames must be >= 3, --objects >= 1, --height and --width >= 32")
     video = generate_video(args.seed, num_frames=args.frames, height=args.height, width=args.width,
-                           num_objects=args.objects)
+                           num_objects=args.objects, allow_exit=True)
     out = Path(args.out)
     write_frames(out / "frames", video)
     save_label_png(out / "first_frame_mask.png", video.labels[0])
@@ -93,12 +109,33 @@ def run(args: argparse.Namespace) -> int:
         predictions.append(labels)
         save_label_png(masks_dir / f"{t:05d}.png", labels)
     j, f, jf = demo_jf(video.labels, np.stack(predictions), list(video.object_ids))
+    overlay = None
+    if args.overlay:
+        overlay = _write_overlay(out / "overlay.mp4", video.frames, predictions)
     print(f"weights:    {weights}")
     print(f"device:     {args.device}")
     print(f"clip:       {video.num_frames} frames, {video.height}x{video.width}, "
           f"{len(video.object_ids)} objects (seed {args.seed}) -> {out / 'frames'}")
     print(f"settings:   top-k {core.memory.top_k}, memory every {core.mem_every} frames")
     print(f"masks:      {masks_dir}")
+    if overlay is not None:
+        print(f"overlay:    {overlay}")
     print(f"speed:      {video.num_frames / elapsed:.2f} FPS (processing only)")
     print(f"accuracy:   J&F {100 * jf:.1f} (J {100 * j:.1f}, F {100 * f:.1f}) against the synthetic ground truth")
     return 0
+
+
+def _write_overlay(path: Path, frames, labels) -> Path:
+    """Frames with the predicted masks blended in, as a video (written aside, then renamed)."""
+    from stcn.inference.io import OverlayWriter
+
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    height, width = labels[0].shape
+    try:
+        with OverlayWriter(tmp, width=width, height=height, fps=10) as writer:
+            for frame, label in zip(frames, labels):
+                writer.write(np.ascontiguousarray(frame), label)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

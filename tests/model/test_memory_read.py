@@ -70,3 +70,19 @@ def test_validity_equals_separate_banks():
     full = memory.read_memory(mk, mv[:2], qk, top_k=20)
     assert torch.allclose(shared[2:], alone, atol=1e-5)
     assert torch.allclose(shared[:2], full, atol=1e-5)
+
+
+def test_topk_softmax_does_not_overflow_on_large_affinities():
+    """Affinities far above 88.7 (keys of a network trained from scratch) must not give NaN: the
+    top-k weights are exp(a - max a), equal to a float64 softmax of the kept affinities."""
+    g = torch.Generator().manual_seed(0)
+    mk = torch.randn(1, 64, 50, generator=g) * 6
+    qk = mk[:, :, :30] + torch.randn(1, 64, 30, generator=g)  # queries near memory keys: 2q.k - |k|^2 >> 0
+    aff = memory.affinity(mk, qk)
+    assert aff.max() > 200
+    weights, indices = memory.softmax_topk(aff, 20)
+    expected = torch.softmax(aff.double().gather(1, indices), dim=1)
+    torch.testing.assert_close(weights.double(), expected, rtol=1e-5, atol=1e-7)
+    pm_weights, pm_indices = memory.topk_weights(mk, qk, 20)
+    assert torch.equal(pm_indices, indices.transpose(1, 2))
+    torch.testing.assert_close(pm_weights, weights.transpose(1, 2), rtol=1e-6, atol=1e-7)

@@ -61,36 +61,6 @@ class PropagationCancelled(Exception):
     is left exactly as before the call."""
 
 
-class _ObservedVOS(InteractiveVOS):
-    """InteractiveVOS that reports each propagated frame and can be stopped between frames.
-
-    The core has no progress hook; every frame a round computes is encoded once through ``_encode``
-    (the interacted frame first), so that is where frames are counted and the cancel event is checked.
-    """
-
-    progress: ProgressCallback | None = None
-    cancel: threading.Event | None = None
-    _done = -1
-    _total = 0
-
-    def interact_observed(self, mask, t: int, progress, cancel, total: int) -> np.ndarray:
-        self.progress, self.cancel, self._done, self._total = progress, cancel, -1, total
-        try:
-            return self.interact(mask, t)
-        finally:
-            self.progress = self.cancel = None
-
-    def _encode(self, t: int):
-        if self.cancel is not None and self.cancel.is_set():
-            raise PropagationCancelled("propagation cancelled")
-        feats = super()._encode(t)
-        if self.progress is not None:
-            self._done += 1
-            if self._done > 0:  # the first call encodes the interacted frame itself
-                self.progress(min(self._done, self._total), self._total)
-        return feats
-
-
 @dataclass
 class _Snapshot:
     """What an undo step restores. ``frames``: label maps (and, for a propagation, probabilities) of
@@ -136,7 +106,7 @@ class InteractiveSession:
     ) -> None:
         if int(num_objects) < 1:
             raise UserError(f"num_objects must be at least 1, got {num_objects}")
-        self.vos = _ObservedVOS(prop_net, fusion, frames, int(num_objects), mem_every=mem_every, top_k=top_k)
+        self.vos = InteractiveVOS(prop_net, fusion, frames, int(num_objects), mem_every=mem_every, top_k=top_k)
         self.s2m = s2m.eval()
         self.history = max(1, int(history))
         self._open: tuple[int, ScribbleInteraction] | None = None
@@ -314,7 +284,10 @@ class InteractiveSession:
             raise UserError(f"nothing to propagate: {where} has no new interaction (draw on it first)")
         before = self._snapshot(range(self.num_frames), with_vos=True)
         try:
-            labels = self.vos.interact_observed(self._pending[t], t, progress, cancel, self._round_frames(t))
+            total = self.vos.frames_to_propagate(t)
+            labels = self.vos.interact(self._pending[t], t, on_frame=self._observer(progress, cancel, total))
+            if progress is not None:
+                progress(total, total)
         except BaseException:
             self._restore(before)
             raise
@@ -350,13 +323,21 @@ class InteractiveSession:
         self._last = t
         self.vos.update_mask_only(self._pending[t], t)
 
-    def _round_frames(self, t: int) -> int:
-        """Frames the round from t computes (for progress): up to the nearest interacted frames."""
-        behind = [f for f in self.vos.interacted if f < t]
-        ahead = [f for f in self.vos.interacted if f > t]
-        lo = max(behind) + 1 if behind else 0
-        hi = min(ahead) - 1 if ahead else self.num_frames - 1
-        return max(hi - lo, 1)
+    @staticmethod
+    def _observer(progress: ProgressCallback | None, cancel: threading.Event | None, total: int):
+        """InteractiveVOS's per-frame hook: stop between frames when ``cancel`` is set, report the
+        frames finished so far."""
+        done = 0
+
+        def on_frame(_ti: int) -> None:
+            nonlocal done
+            if cancel is not None and cancel.is_set():
+                raise PropagationCancelled("propagation cancelled")
+            if progress is not None and done:
+                progress(done, total)
+            done += 1
+
+        return on_frame
 
     def _snapshot(self, frames, *, with_vos: bool = False) -> _Snapshot:
         vos = self.vos
@@ -376,8 +357,8 @@ class InteractiveSession:
 
     def _compress(self, snap: _Snapshot) -> _Snapshot:
         """Keep only the frames a propagation changed (label maps or probabilities)."""
-        changed = [f for f in snap.masks
-                   if not (torch.equal(snap.masks[f], self.vos.masks[f]) and torch.equal(snap.prob[f], self.vos.prob[:, f]))]
+        changed = [f for f in snap.masks if not (torch.equal(snap.masks[f], self.vos.masks[f])
+                                                 and torch.equal(snap.prob[f], self.vos.prob[:, f]))]
         snap.masks = {f: snap.masks[f] for f in changed}
         snap.prob = {f: snap.prob[f] for f in changed}
         return snap

@@ -24,6 +24,7 @@ The STCN network (:class:`stcn.model.network.STCN`) and the memory bank / top-k 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,11 +178,21 @@ class InteractiveVOS:
         self.masks[t] = self._prepare_mask(mask).argmax(dim=0)[0].to(torch.uint8)
         return self.labels
 
+    def frames_to_propagate(self, t: int) -> int:
+        """How many frames a round at frame ``t`` computes (up to the nearest interacted frames)."""
+        t = self._check_frame(t)
+        ahead = [f for f in self.interacted if f > t]
+        behind = [f for f in self.interacted if f < t]
+        return (min(ahead) if ahead else self.num_frames) - (max(behind) if behind else -1) - 2
+
     @torch.inference_mode()
-    def interact(self, mask, t: int) -> np.ndarray:
+    def interact(self, mask, t: int, *, on_frame: Callable[[int], None] | None = None) -> np.ndarray:
         """One round at frame ``t`` with the interaction's (K+1) mask (at the input size, or already
         padded): propagate forward then backward, fusing between interacted frames. Returns the
-        (T, H, W) uint8 label maps."""
+        (T, H, W) uint8 label maps.
+
+        ``on_frame(ti)`` is called before each propagated frame is computed (progress reports; an
+        exception raised there stops the round, and the caller must restore the state it saved)."""
         tr = self._check_frame(t)
         mask = self._prepare_mask(mask)
         self.interacted.add(tr)
@@ -191,13 +202,14 @@ class InteractiveVOS:
         self.certain.add(tr, feats.key, self._values(tr, feats, mask[1:]))
         if self.fusion_inputs is not None:
             self.fusion_inputs.clear()
-        passes = [self._propagate(tr, forward, pos, neg) for forward in (True, False)]
+        passes = [self._propagate(tr, forward, pos, neg, on_frame) for forward in (True, False)]
         self.trace.append(RoundTrace(tr, passes, sorted(self.interacted)))
         self.masks = self.prob[:, :, 0].argmax(dim=0).to(torch.uint8)
         return self.labels
 
     # ---- one pass -----------------------------------------------------------------------------------
-    def _propagate(self, tr: int, forward: bool, pos: torch.Tensor, neg: torch.Tensor) -> PassTrace:
+    def _propagate(self, tr: int, forward: bool, pos: torch.Tensor, neg: torch.Tensor,
+                   on_frame: Callable[[int], None] | None = None) -> PassTrace:
         if forward:
             ahead = [f for f in self.interacted if f > tr]
             tc = min(ahead) if ahead else None
@@ -217,6 +229,8 @@ class InteractiveVOS:
         end = frames[-1]
         last = tr
         for ti in frames:
+            if on_frame is not None:
+                on_frame(ti)
             feats = self._encode(ti)
             readout = bank.read(feats.key, object_ids)
             logits = self.prop_net.decode(readout, feats.f16_thin, feats.f8, feats.f4)

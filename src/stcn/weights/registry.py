@@ -18,6 +18,7 @@ from pathlib import Path
 from stcn.errors import UserError
 
 DEFAULT = "s012"
+DEMO = "demo"  # the small model shipped in the package (stcn demo's default)
 ENV_HOME = "STCN_HOME"
 
 
@@ -47,6 +48,13 @@ def google_drive_url(file_id: str) -> str:
 
 
 _BUILTIN = (
+    WeightsEntry(
+        name=DEMO,
+        filename="stcn_demo_small.safetensors",
+        description="built in: the small model trained on synthetic video only (stcn demo; docs/demo-model.md)",
+        package_file="assets/stcn_demo_small.safetensors",
+        sha256="3ba2392bc8b82bd016ba26a29a7ca03eeeb1785049ceabdfc1f20f1f10e027a9",
+    ),
     WeightsEntry(
         name="s012",
         filename="stcn_s012.pth",
