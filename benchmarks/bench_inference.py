@@ -8,7 +8,8 @@ bounded memory on long videos. Results: benchmarks/RESULTS.md ("Inference speed"
     PYTHONPATH=src python benchmarks/bench_inference.py paired --frames 300 --modes dense exact --checkpoints 60 300
     # long videos with bounded memory: FPS and peak RSS at frames 100, 1000, 3000 (10,000)
     PYTHONPATH=src python benchmarks/bench_inference.py long --size 480x270 --frames 3000
-    PYTHONPATH=src python benchmarks/bench_inference.py long --size 240x136 --frames 10000 --checkpoints 100 1000 3000 10000
+    PYTHONPATH=src python benchmarks/bench_inference.py long --size 240x136 --frames 10000 \
+        --checkpoints 100 1000 3000 10000
 
 The video is synthetic (stcn.data.synthetic.generate_video, seed 0, 2 objects, mask on frame 0). The
 weights are the reference recipe's (tests/data/reference/make_weights.py, seed 0: random but fixed;
@@ -197,7 +198,8 @@ def run_modes(args: argparse.Namespace) -> None:
                     paths[mode] = Path(tmp) / f"{mode}-{frames}-{rep}.npz"
                     r = _spawn(["--mode", mode, "--frames", str(frames_m), "--labels", str(paths[mode]), *common])
                     per_mode[mode].append(r)
-                    print(f"{frames} frames, repeat {rep}: {mode:8s} {r['fps']:.3f} FPS, peak RSS {r['peak_rss_mb']:.0f} MB",
+                    print(f"{frames} frames, repeat {rep}: {mode:8s} {r['fps']:.3f} FPS, "
+                          f"peak RSS {r['peak_rss_mb']:.0f} MB",
                           flush=True)
                 if "exact" in paths:
                     with np.load(paths["exact"]) as f:
@@ -235,7 +237,8 @@ def run_modes(args: argparse.Namespace) -> None:
               f"{r['peak_rss_mb']:.0f} | "
               f"{100 * r['agreement']:.3f} % | {100 * r['agreement_trusted']:.3f} % |")
     if rows and rows[0].get("low_margin") == rows[0].get("low_margin"):
-        print(f"(exact mode's top-two probability margin is below 1e-3 on {100 * rows[0]['low_margin']:.2f} % of pixels; "
+        print("(exact mode's top-two probability margin is below 1e-3 on "
+              f"{100 * rows[0]['low_margin']:.2f} % of pixels; "
               f"foreground {100 * (rows[0]['foreground'] or 0):.1f} %)")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
@@ -259,7 +262,8 @@ def run_long(args: argparse.Namespace) -> None:
     for t in sorted(marks):
         m = marks[t]
         print(f"| {t} | {m['fps_window']:.2f} | {m['fps_window'] / first['fps_window']:.2f} | {m['peak_rss_mb']:.0f} | "
-              f"{m['peak_rss_mb'] / first['peak_rss_mb']:.3f} | {m['rss_mb']:.0f} | {m['memory_frames']} | {m['bank_mb']:.1f} |")
+              f"{m['peak_rss_mb'] / first['peak_rss_mb']:.3f} | {m['rss_mb']:.0f} | {m['memory_frames']} | "
+              f"{m['bank_mb']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "result": r}, indent=1))
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from local_http import closed_port, local_server  # noqa: F401  (fixtures for every test folder)
 from reference_data import REFERENCE
 

@@ -35,15 +35,15 @@ def test_demo_runs_the_builtin_model_out_of_the_box(tmp_path, capsys):
     import av
 
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--frames", "24"]) == 0
+    assert main(["demo", "--out", str(out), "--frames", "16"]) == 0
     text = capsys.readouterr().out
     assert str(DEMO_PATH) in text
     jf = float(re.search(r"J&F ([\d.]+)", text).group(1))
     assert jf >= 100 * TARGET_JF, text
     assert re.search(r"speed: +[\d.]+ FPS", text)
-    assert len(list((out / "masks").glob("*.png"))) == 24
+    assert len(list((out / "masks").glob("*.png"))) == 16
     with av.open(str(out / "overlay.mp4")) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 24
+        assert sum(1 for _ in container.decode(video=0)) == 16
     assert not list(out.glob(".*tmp*"))
 
 
@@ -53,7 +53,7 @@ def test_demo_model_reaches_the_target_on_held_out_videos():
 
     model = load_model(DEMO_PATH)
     # seeds 100.. are neither training seeds (>= 1e6) nor the ones the training run validated on
-    videos = list(synthetic_validation_videos(3, first_seed=100, num_frames=30))
+    videos = list(synthetic_validation_videos(3, first_seed=100, num_frames=16, height=160, width=288))
     assert any(len(np.unique(v.labels[0])) == 4 for v in videos)  # 3-object clips are included
     scores = evaluate_synthetic(model, videos)
     assert scores["J&F"] >= TARGET_JF, scores

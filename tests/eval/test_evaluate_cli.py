@@ -168,7 +168,8 @@ def test_first_frame_without_objects_warns(tmp_path, capsys):
     code, _, stderr = _run(capsys, "--gt", str(_gt_root(case)), "--results", str(ERRORS / "results" / case),
                            "--out", str(tmp_path), "--quiet")
     assert code == 0
-    assert stderr == "stcn: warning: empty_first: the first ground-truth frame 00000 holds no object; the sequence is not scored\n"
+    assert stderr == ("stcn: warning: empty_first: the first ground-truth frame 00000 holds no object; "
+                      "the sequence is not scored\n")
 
 
 @pytest.mark.parametrize("case", sorted(FAILING_CASES))

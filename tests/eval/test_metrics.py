@@ -260,7 +260,9 @@ def _write_png(path: Path, labels: np.ndarray) -> None:
     im.save(path)
 
 
-def _make_set(root: Path, frames: dict[str, tuple[list[np.ndarray], list[np.ndarray]]], year="2017") -> tuple[Path, Path]:
+def _make_set(
+    root: Path, frames: dict[str, tuple[list[np.ndarray], list[np.ndarray]]], year="2017"
+) -> tuple[Path, Path]:
     gt_root, res_root = root / "DAVIS", root / "results"
     (gt_root / "ImageSets" / year).mkdir(parents=True)
     (gt_root / "ImageSets" / year / "val.txt").write_text("".join(f"{n}\n" for n in frames))

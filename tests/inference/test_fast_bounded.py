@@ -267,7 +267,7 @@ def test_bank_accepts_another_banks_entries():
     copy.entries = list(source.entries)
     q = torch.randn(1, 64, 6, 8)
     torch.testing.assert_close(copy.read(q, (1, 2, 7)), source.read(q, (1, 2, 7)))
-    copy.add(99, torch.randn(1, 64, 6, 8), {1: torch.randn(32, 6, 8), 2: torch.randn(32, 6, 8), 7: torch.randn(32, 6, 8)})
+    copy.add(99, torch.randn(1, 64, 6, 8), {o: torch.randn(32, 6, 8) for o in (1, 2, 7)})
     assert len(copy) == 5 and len(source) == 4
     source.remove(1)
     assert source.frames == [0, 10, 15]

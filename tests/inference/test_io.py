@@ -14,8 +14,16 @@ from PIL import Image
 from stcn.data.palette import DAVIS_PALETTE, save_label_png
 from stcn.errors import DataError
 from stcn.inference.io import (
-    LabelWriter, OverlayWriter, count_frames, iter_frames, overlay_frame, pick_video_encoder, probe, read_mask,
-    read_masks, staged_output,
+    LabelWriter,
+    OverlayWriter,
+    count_frames,
+    iter_frames,
+    overlay_frame,
+    pick_video_encoder,
+    probe,
+    read_mask,
+    read_masks,
+    staged_output,
 )
 
 

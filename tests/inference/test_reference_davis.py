@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from reference_data import REFERENCE, load_npz
 
 import stcn
-from reference_data import REFERENCE, load_npz
 from stcn.inference import InferenceCore
 
 DAVIS = REFERENCE / "davis"

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from reference_data import REFERENCE, load_npz
+
 from stcn.inference import InferenceCore
 from stcn.inference.preprocess import resize_image, resize_labels, resized_size, to_normalised_tensor
 

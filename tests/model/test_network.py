@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-
 from reference_data import REFERENCE
+
 from stcn.model import STCN, aggregate, aggregate_logits
 from stcn.train.clip_pass import forward_clip
 

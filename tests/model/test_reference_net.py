@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from reference_data import REFERENCE, load_npz
+
 from stcn.model import aggregate, memory
 from stcn.model.network import others_sum
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from reference_data import REFERENCE, load_npz
 
 import stcn
-from reference_data import REFERENCE, load_npz
 from stcn.train.clip_pass import forward_clip
 from stcn.train.losses import clip_losses
 

@@ -1,7 +1,6 @@
 """Fixtures for the weights tests (the local HTTP server and closed port live in tests/local_http.py)."""
 from __future__ import annotations
 
-
 import pytest
 
 

@@ -157,7 +157,8 @@ def read_youtube_meta(path: Path) -> dict[str, dict[str, list[str]]]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     except (KeyError, TypeError, AttributeError):
-        raise DataError(f"{path}: expected {{\"videos\": {{video: {{\"objects\": {{id: {{\"frames\": [...]}}}}}}}}}}") from None
+        expected = '{"videos": {video: {"objects": {id: {"frames": [...]}}}}}'
+        raise DataError(f"{path}: expected {expected}") from None
     return out
 
 

@@ -211,7 +211,8 @@ class EvaluationResult:
                 "gt_root": self.gt_root,
                 "results_dir": self.results_dir,
                 "bound_th": BOUND_TH,
-                "frames": "J and F hold the scored frames only (first and last GT frames dropped), aligned with frame_ids",
+                "frames": "J and F hold the scored frames only (first and last GT frames dropped), "
+                          "aligned with frame_ids",
                 "F_detail": "per scored frame: boundary pixels of result / GT, result boundary pixels within the "
                 "dilated GT boundary, GT boundary pixels within the dilated result boundary",
                 "decay": "exact for every length (the official toolkit gives NaN for 256 or more scored frames)",
@@ -386,7 +387,8 @@ def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[tuple]:
 
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
-        bar = tqdm(total=total, unit="frame", desc="evaluate", disable=None if progress else True, file=sys.stderr, leave=False)
+        bar = tqdm(total=total, unit="frame", desc="evaluate", disable=None if progress else True, file=sys.stderr,
+                   leave=False)
         try:
             for task in tasks:
                 out[task.index] = _score_task(task)
@@ -403,7 +405,8 @@ def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[tuple]:
             # Python >= 3.12 warns about fork() in a process with threads; see START_METHOD.
             warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
             pending = {pool.submit(_score_task, t): t for t in tasks}
-        bar = tqdm(total=total, unit="frame", desc="evaluate", disable=None if progress else True, file=sys.stderr, leave=False)
+        bar = tqdm(total=total, unit="frame", desc="evaluate", disable=None if progress else True, file=sys.stderr,
+                   leave=False)
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -181,7 +181,9 @@ def _union_box(a, b):
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def _object_scores(g_full: np.ndarray, r_full: np.ndarray, kernel: np.ndarray) -> tuple[float, tuple[int, int, int, int]]:
+def _object_scores(
+    g_full: np.ndarray, r_full: np.ndarray, kernel: np.ndarray
+) -> tuple[float, tuple[int, int, int, int]]:
     """J and the four F counts of one GT / result mask pair (2-D bool), computed on their crop."""
     box = _union_box(_bbox(g_full), _bbox(r_full))
     if box is None:  # both empty: J = 1, no boundary on either side

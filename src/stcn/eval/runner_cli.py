@@ -17,7 +17,8 @@ def _common(p: argparse.ArgumentParser, *, size: int, mem_every_help: str) -> No
     p.add_argument("--weights", metavar="PATH",
                    help="checkpoint (.pth or .safetensors); default: the cached s012 weights "
                         "(`stcn weights download s012`)")
-    p.add_argument("--top-k", type=int, default=20, metavar="K", help="affinities kept per query position (default: 20)")
+    p.add_argument("--top-k", type=int, default=20, metavar="K",
+                   help="affinities kept per query position (default: 20)")
     p.add_argument("--mem-every", type=int, default=None, metavar="N", help=mem_every_help)
     p.add_argument("--include-last", action="store_true", help="keep the latest frame as temporary memory")
     p.add_argument("--size", type=int, default=size, metavar="PX",

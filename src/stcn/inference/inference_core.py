@@ -35,7 +35,13 @@ import torch.nn.functional as F
 
 from stcn.inference.memory_bank import MemoryBank, Policy
 from stcn.inference.preprocess import (
-    pad, pad_amounts, resize_image, resize_labels, resized_size, to_normalised_tensor, unpad,
+    pad,
+    pad_amounts,
+    resize_image,
+    resize_labels,
+    resized_size,
+    to_normalised_tensor,
+    unpad,
 )
 from stcn.model.aggregation import aggregate
 from stcn.model.decoder import DecoderQuery

@@ -229,7 +229,9 @@ def match_masks(masks: dict, info, mask_path: Path, warn: Callable[[str], None] 
     return matched, palette
 
 
-def memory_bound(num_frames: int, max_memory_frames: int | None, policy: str = "least_used") -> tuple[int | None, str | None]:
+def memory_bound(
+    num_frames: int, max_memory_frames: int | None, policy: str = "least_used"
+) -> tuple[int | None, str | None]:
     """The memory bound for a video of ``num_frames`` frames and the line that reports it.
 
     ``max_memory_frames`` None: automatic (unbounded up to LONG_VIDEO_FRAMES frames, else
@@ -296,7 +298,13 @@ def segment(
     :class:`UserError` subclasses (DataError, CheckpointError) for bad inputs.
     """
     from stcn.inference.io import (
-        LabelWriter, OverlayWriter, iter_frames, pick_video_encoder, probe, read_masks, staged_output,
+        LabelWriter,
+        OverlayWriter,
+        iter_frames,
+        pick_video_encoder,
+        probe,
+        read_masks,
+        staged_output,
     )
 
     if top_k < 1:

@@ -19,7 +19,6 @@ from stcn.model.encoders import KeyEncoder, ValueEncoder
 from stcn.model.modules import KeyProjection
 
 
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of the network. The defaults are the paper's; ``PRESETS['small']`` is a

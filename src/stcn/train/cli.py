@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         torch.use_deterministic_algorithms(True)
         torch.backends.mkldnn.enabled = False
     config = stage_config(
-        args.stage, schedule_length=args.schedule_length, iterations=args.iterations, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+        args.stage, schedule_length=args.schedule_length, iterations=args.iterations, batch_size=args.batch_size,
+        crop=args.crop, lr=args.lr,
         seed=args.seed, model=args.model, save_every=args.save_every, log_every=args.log_every,
         amp=False if args.no_amp else None, bf16=True if args.bf16 else None,
         pretrained_backbones=False if args.no_pretrained else None,

@@ -21,7 +21,9 @@ def bootstrap_fraction(
     return top_p + (1 - top_p) * ((end - it) / (end - start))
 
 
-def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, it: int, **schedule: float) -> tuple[torch.Tensor, float]:
+def bootstrapped_ce(
+    logits: torch.Tensor, target: torch.Tensor, it: int, **schedule: float
+) -> tuple[torch.Tensor, float]:
     """logits (1, C, H, W), target (1, H, W) int64 -> (loss, fraction kept).
 
     Plain mean cross-entropy during warm-up; afterwards the mean of the floor(N*p) largest

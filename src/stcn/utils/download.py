@@ -102,7 +102,9 @@ def download_file(
             check(part)
         except UserError as exc:
             part.unlink(missing_ok=True)
-            raise DownloadError(f"downloaded {url} but the file is not usable ({_one_line(exc)}); it was deleted") from None
+            raise DownloadError(
+                f"downloaded {url} but the file is not usable ({_one_line(exc)}); it was deleted"
+            ) from None
     os.replace(part, dest)
     return dest
 
