@@ -62,6 +62,10 @@ def test_query_major_read_selects_what_the_original_selects():
     ours = memory.readout_topk_pm(w, i, mv.transpose(1, 2).contiguous())
     theirs = memory.readout_topk(w.transpose(1, 2), i.transpose(1, 2), mv)
     assert torch.equal(ours.transpose(1, 2), theirs)
+    # values read from a slice of a larger preallocated store (the bank's capacity) give the same bits
+    store = torch.zeros(3, 8 * 40, 512)
+    store[:, :200] = mv.transpose(1, 2)
+    assert torch.equal(memory.readout_topk_pm(w, i, store[:, :200]), ours)
     dense = dense_read(mk, mv[:1], qk, 20)
     torch.testing.assert_close(ours[:1].transpose(1, 2), dense, rtol=1e-5, atol=1e-5)
 
