@@ -61,7 +61,7 @@ def test_demo_model_reaches_the_target_on_held_out_videos():
 
 @pytest.mark.parametrize("weights, message", [
     ("s012", "stcn weights download s012"),
-    ("no/such/file.pth", "no such checkpoint"),
+    ("no/such/file.pth", "--weights: checkpoint not found: no/such/file.pth"),
 ])
 def test_demo_weights_errors_are_one_line(weights, message, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(registry.ENV_HOME, str(tmp_path / "empty-cache"))

@@ -43,25 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _resolve_weights(name_or_path: str | None) -> Path:
-    """A registry name (the built-in demo model when None) or a checkpoint path."""
-    from stcn.weights import registry
-
-    name = registry.DEMO if name_or_path is None else name_or_path
-    if name in registry.REGISTRY:
-        path = registry.cached_path(name)
-        if not path.is_file():
-            if registry.get(name).package_file is not None:
-                raise UserError(f"the built-in weights {name!r} are missing from this installation ({path}): "
-                                "reinstall stcn, or pass --weights PATH")
-            raise UserError(registry.missing_weights_message(name))
-        return path
-    path = Path(name)
-    if not path.is_file():
-        raise UserError(f"no such checkpoint: {path} (known names: {', '.join(registry.REGISTRY)})")
-    return path
-
-
 def demo_jf(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[float, float, float]:
     """DAVIS-protocol J, F and J&F (first and last frames excluded) of (T, H, W) label maps."""
     from stcn.eval.metrics import frame_scores
@@ -82,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from stcn.data.palette import save_label_png
     from stcn.data.synthetic import generate_video, write_frames
     from stcn.inference import InferenceCore
+    from stcn.weights import registry
     from stcn.weights.io import load_model
 
-    weights = _resolve_weights(args.weights)
+    weights = registry.resolve(args.weights, default=registry.DEMO)
     model = load_model(weights, device=args.device)
     if args.frames < 3 or args.objects < 1 or min(args.height, args.width) < 32:
         raise UserError("--frames must be >= 3, --objects >= 1, --height and --width >= 32")

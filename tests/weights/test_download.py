@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from stcn.cli import main
+from stcn.errors import CheckpointError
 from stcn.utils import download as dl
 from stcn.utils.download import DownloadError, download_file, partial_path
 from stcn.weights import registry
@@ -284,3 +286,26 @@ def test_cli_list(stcn_home, capsys):
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     assert "s012 (default)" in out and "s03" in out and "not downloaded" in out
+
+
+def test_resolve_takes_a_path_or_a_registry_name(stcn_home, tmp_path):
+    """One lookup serves every command: an existing file, else a registry name, else one clear line."""
+    assert registry.resolve("demo") == registry.cached_path("demo")
+    assert registry.resolve(None, default="demo") == registry.cached_path("demo")
+    ckpt = tmp_path / "my.pth"
+    ckpt.write_bytes(b"x")
+    assert registry.resolve(ckpt) == ckpt
+    (tmp_path / "s03").write_bytes(b"x")  # a file named like a registry entry wins: the user typed a path
+    assert registry.resolve(tmp_path / "s03") == tmp_path / "s03"
+    cases = {
+        None: "no s012 weights found",
+        "s2m": "stcn weights download s2m",
+        str(tmp_path / "nope.pth"): "--s2m: checkpoint not found",
+        str(tmp_path): "is not a checkpoint file",
+    }
+    for given, message in cases.items():
+        with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+            registry.resolve(given, option="--s2m")
+        _one_line(str(info.value))
+    with pytest.raises(CheckpointError, match="pass --fusion PATH"):
+        registry.resolve(None, default="fusion", option="--fusion")

@@ -15,18 +15,9 @@ import json
 import os
 from pathlib import Path
 
-from stcn.errors import CheckpointError, UserError
+from stcn.errors import UserError
 
 __all__ = ["add_parser", "run_interactive"]
-
-
-def _checkpoint(path, name: str, option: str) -> Path:
-    from stcn.weights import registry
-
-    p = Path(path) if path is not None else registry.cached_path(name)
-    if not p.is_file():
-        raise CheckpointError(f"{name} checkpoint {p} not found: pass {option} PATH")
-    return p
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -65,7 +56,6 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     import torch
 
     import stcn
-    from stcn.eval.runners import _resolve_weights
     from stcn.interactive import load_fusion, load_s2m
     from stcn.interactive.davis_driver import DAVISProcessor
     from stcn.interactive.davis_session import (
@@ -80,7 +70,10 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     if time_per_object <= 0:
         raise UserError("--time-per-object must be positive")
     data = DavisInteractiveData(root, sequences=sequences)  # checks the layout and every scribble first
-    paths = (_resolve_weights(weights), _checkpoint(s2m, "s2m", "--s2m"), _checkpoint(fusion, "fusion", "--fusion"))
+    from stcn.weights import registry
+
+    paths = (registry.resolve(weights), registry.resolve(s2m, default="s2m", option="--s2m"),
+             registry.resolve(fusion, default="fusion", option="--fusion"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     prop_net = stcn.load_model(paths[0], device)
     s2m_net, fusion_net = load_s2m(paths[1], device), load_fusion(paths[2], device)
@@ -135,9 +128,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--root", required=True, metavar="DIR", help="DAVIS 2017 root (see the description)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--weights", metavar="PATH", help="STCN propagation checkpoint (default: the cached s012)")
-    p.add_argument("--s2m", metavar="PATH", help="S2M checkpoint (default: the cached `s2m`)")
-    p.add_argument("--fusion", metavar="PATH", help="FusionNet checkpoint (default: the cached `fusion`)")
+    p.add_argument("--weights", metavar="W",
+                   help="STCN propagation checkpoint, a path or a registry name (default: the cached s012)")
+    p.add_argument("--s2m", metavar="S", help="S2M checkpoint (default: the cached `s2m`)")
+    p.add_argument("--fusion", metavar="F", help="FusionNet checkpoint (default: the cached `fusion`)")
     p.add_argument("--max-interactions", type=int, default=8, metavar="N", help="interactions per sample (default: 8)")
     p.add_argument("--time-per-object", type=float, default=30, metavar="S",
                    help="seconds per object and interaction; a sample may take N x S x objects (default: 30)")

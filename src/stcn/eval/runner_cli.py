@@ -15,7 +15,7 @@ def _common(p: argparse.ArgumentParser, *, size: int, mem_every_help: str) -> No
     p.add_argument("--root", required=True, metavar="DIR", help="dataset root (see the description)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes what is there)")
     p.add_argument("--weights", metavar="PATH",
-                   help="checkpoint (.pth or .safetensors); default: the cached s012 weights "
+                   help="checkpoint (.pth or .safetensors) or a registry name; default: the cached s012 weights "
                         "(`stcn weights download s012`)")
     p.add_argument("--top-k", type=int, default=20, metavar="K",
                    help="affinities kept per query position (default: 20)")

@@ -264,20 +264,6 @@ def write_video(core_or_model, video: Video, folder: Path, options: InferenceOpt
 # --------------------------------------------------------------------------------------------------
 # Running a set
 # --------------------------------------------------------------------------------------------------
-def _resolve_weights(weights) -> Path:
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"weights {path} not found")
-        return path
-    from stcn.weights import registry
-
-    found = registry.default_weights()
-    if found is None:
-        raise UserError(registry.missing_weights_message())
-    return found
-
-
 def run_videos(
     videos: Sequence[Video],
     folder_of,
@@ -306,7 +292,10 @@ def run_videos(
     options = options or InferenceOptions()
     mine = list(videos)[rank::world_size]
     summary = RunSummary(out_dir=Path(), rank=rank, world_size=world_size, assigned=[v.name for v in mine])
-    weights_path = None if model is not None else _resolve_weights(weights)
+    if model is None:
+        from stcn.weights import registry
+
+        weights_path = registry.resolve(weights)
     todo = []
     for v in mine:
         folder = folder_of(v)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stcn.errors import CheckpointError, DataError, UserError
+from stcn.errors import DataError, UserError
 
 OVERLAY_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi")
 # Bounded memory: a video of more than LONG_VIDEO_FRAMES frames keeps at most BOUNDED_MEMORY_FRAMES
@@ -51,8 +51,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="first-frame mask PNG, or a folder of mask PNGs named after frames")
     parser.add_argument("--out", "-o", type=Path, required=True, metavar="DIR",
                         help="output folder (created; must not exist or be empty unless --force)")
-    parser.add_argument("--weights", "-w", type=Path, metavar="W",
-                        help="checkpoint (.pth/.safetensors); default: the downloaded s012 weights")
+    parser.add_argument("--weights", "-w", metavar="W",
+                        help="checkpoint (.pth/.safetensors) or a registry name such as demo; "
+                             "default: the downloaded s012 weights")
     parser.add_argument("--size", type=int, default=480, metavar="N",
                         help="process frames with this shorter side (default 480, like the original's "
                         "YouTube-VOS and generic evaluation); -1: native size. Outputs keep the input size")
@@ -140,24 +141,6 @@ def resolve_device(name: str | None):
     if name == "mps" and not has_mps:
         raise UserError("--device mps: Apple MPS is not available on this machine (use --device cpu)")
     return torch.device(name)
-
-
-def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """The checkpoint to use: ``weights`` if given (it must exist), else the registry's default."""
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {path}" if not path.exists()
-                                  else f"{path} is not a checkpoint file")
-        return path
-    try:
-        from stcn.weights import registry
-    except ImportError:
-        raise UserError("no STCN weights given: pass --weights PATH (a .pth or .safetensors checkpoint)") from None
-    path = registry.default_weights()
-    if path is None:
-        raise UserError(registry.missing_weights_message())
-    return Path(path)
 
 
 def _normalise_mask_name(name: str, kind: str) -> str:
@@ -329,7 +312,9 @@ def segment(
 
     # Everything that can be checked cheaply is checked before anything is created or loaded.
     if model is None:
-        weights_path = resolve_weights(weights)
+        from stcn.weights import registry
+
+        weights_path = registry.resolve(weights)
     torch_device = resolve_device(device) if model is None else next(model.parameters()).device
     for name, folder in (("INPUT", input), ("--mask", mask)):
         if folder.is_dir() and out.resolve() == folder.resolve():

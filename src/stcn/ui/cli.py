@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stcn.errors import CheckpointError, UserError
+from stcn.errors import UserError
 
 NETWORKS = (("s012", "weights"), ("s2m", "s2m"), ("fusion", "fusion"))  # registry name, option
 
@@ -29,9 +29,10 @@ def register(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="frame folder or video file")
-    parser.add_argument("--weights", "-w", type=Path, metavar="W", help="STCN checkpoint (default: downloaded s012)")
-    parser.add_argument("--s2m", type=Path, metavar="S", help="S2M checkpoint (default: downloaded s2m)")
-    parser.add_argument("--fusion", type=Path, metavar="F", help="FusionNet checkpoint (default: downloaded fusion)")
+    parser.add_argument("--weights", "-w", metavar="W",
+                        help="STCN checkpoint: a path or a registry name such as demo (default: downloaded s012)")
+    parser.add_argument("--s2m", metavar="S", help="S2M checkpoint (default: downloaded s2m)")
+    parser.add_argument("--fusion", metavar="F", help="FusionNet checkpoint (default: downloaded fusion)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
@@ -70,15 +71,17 @@ def load_frames(path: Path, size: int):
 
 
 def resolve_networks(args) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """Checkpoint paths per registry name, and the (name, where looked) of the missing ones."""
+    """Checkpoint paths per registry name, and the (name, where looked) of the missing defaults.
+    A checkpoint given on the command line (a path or a registry name) must exist."""
     from stcn.weights import registry
 
     found, missing = {}, []
     for name, option in NETWORKS:
         given = getattr(args, option)
-        if given is not None and not given.is_file():
-            raise CheckpointError(f"--{option}: checkpoint not found: {given}")
-        path = given if given is not None else registry.cached_path(name)
+        if given is not None:
+            found[name] = registry.resolve(given, option=f"--{option}")
+            continue
+        path = registry.cached_path(name)
         if path.is_file():
             found[name] = path
         else:

@@ -128,9 +128,34 @@ def default_weights() -> Path | None:
     return path if path.is_file() else None
 
 
-def missing_weights_message(name: str = DEFAULT) -> str:
+def missing_weights_message(name: str = DEFAULT, option: str = "--weights") -> str:
     """One line telling the user how to get checkpoint ``name``."""
     return (
-        f"no STCN weights found (looked for {cached_path(name)}): run `stcn weights download {name}` "
-        "to fetch them, or pass --weights PATH"
+        f"no {name} weights found (looked for {cached_path(name)}): run `stcn weights download {name}` "
+        f"to fetch them, or pass {option} PATH"
     )
+
+
+def resolve(name_or_path: str | os.PathLike | None, *, default: str = DEFAULT, option: str = "--weights") -> Path:
+    """The checkpoint file meant by ``name_or_path``: an existing file, else a registry name
+    (``default`` when None). Raises :class:`~stcn.errors.CheckpointError` with one line naming
+    ``option`` and what to do when it is neither, or when a named checkpoint is not on this machine."""
+    from stcn.errors import CheckpointError
+
+    if name_or_path is None:
+        name_or_path = default
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = str(name_or_path)
+    if name in REGISTRY:
+        cached = cached_path(name)
+        if cached.is_file():
+            return cached
+        if REGISTRY[name].package_file is not None:
+            raise CheckpointError(f"the built-in weights {name!r} are missing from this installation ({cached}): "
+                                  f"reinstall stcn, or pass {option} PATH")
+        raise CheckpointError(missing_weights_message(name, option))
+    if path.exists():
+        raise CheckpointError(f"{option}: {path} is not a checkpoint file")
+    raise CheckpointError(f"{option}: checkpoint not found: {path} (known names: {', '.join(REGISTRY)})")
