@@ -12,25 +12,8 @@ protocol) per video and policy, FPS and the memory size at the end. Results: ben
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-
-
-def segment(model, video, **options) -> tuple[np.ndarray, float, int]:
-    """(T, H, W) labels, FPS (processing only), memory frames at the end."""
-    import torch
-
-    from stcn.inference import InferenceCore
-
-    core = InferenceCore(model, **options)
-    labels = []
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for t, frame in enumerate(video.frames):
-            labels.append(core.labels(core.step(frame, video.labels[0] if t == 0 else None)))
-    elapsed = time.perf_counter() - start
-    return np.stack(labels), len(labels) / elapsed, len(core.memory)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from stcn.data.synthetic import generate_video
     from stcn.demo import demo_jf
+    from stcn.inference import segment_clip
     from stcn.weights import registry
     from stcn.weights.io import load_model
 
@@ -66,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         video = generate_video(seed, num_frames=args.frames, height=height, width=width,
                                num_objects=2 + i % 2, allow_exit=True, distractor=i % 2 == 1)
         for name, options in runs.items():
-            pred, fps, size = segment(model, video, **options)
-            jf = demo_jf(video.labels, pred, list(video.object_ids))[2]
+            run = segment_clip(model, video.frames, video.labels[0], **options)
+            fps, size = run.fps, len(run.engine.memory)
+            jf = demo_jf(video.labels, run.labels, list(video.object_ids))[2]
             results[name].append((jf, fps, size))
             print(f"seed {seed} ({len(video.object_ids)} objects): {name:10s} J&F {100 * jf:.2f}  "
                   f"{fps:.2f} FPS  {size} memory frames", flush=True)

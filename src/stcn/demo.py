@@ -11,11 +11,9 @@ demo shows videos the model never saw: objects that occlude each other, leave th
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from stcn.errors import UserError
 
@@ -62,7 +60,7 @@ def demo_jf(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[fl
 def run(args: argparse.Namespace) -> int:
     from stcn.data.palette import save_label_png
     from stcn.data.synthetic import generate_video, write_frames
-    from stcn.inference import InferenceCore
+    from stcn.inference import segment_clip
     from stcn.weights import registry
     from stcn.weights.io import load_model
 
@@ -76,20 +74,11 @@ def run(args: argparse.Namespace) -> int:
     write_frames(out / "frames", video)
     save_label_png(out / "first_frame_mask.png", video.labels[0])
 
-    core = InferenceCore(model)
     masks_dir = out / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
-    predictions = []
-    elapsed = 0.0
-    for t in range(video.num_frames):
-        start = time.perf_counter()
-        probs = core.step(video.frames[t], video.labels[0] if t == 0 else None)
-        labels = core.labels(probs)
-        if probs.device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed += time.perf_counter() - start
-        predictions.append(labels)
-        save_label_png(masks_dir / f"{t:05d}.png", labels)
+    result = segment_clip(model, video.frames, video.labels[0],
+                          on_frame=lambda t, labels: save_label_png(masks_dir / f"{t:05d}.png", labels))
+    core, predictions = result.engine, list(result.labels)
     j, f, jf = demo_jf(video.labels, np.stack(predictions), list(video.object_ids))
     overlay = None
     if args.overlay:
@@ -102,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"masks:      {masks_dir}")
     if overlay is not None:
         print(f"overlay:    {overlay}")
-    print(f"speed:      {video.num_frames / elapsed:.2f} FPS (processing only)")
+    print(f"speed:      {result.fps:.2f} FPS (processing only)")
     print(f"accuracy:   J&F {100 * jf:.1f} (J {100 * j:.1f}, F {100 * f:.1f}) against the synthetic ground truth")
     return 0
 
@@ -111,13 +100,8 @@ def _write_overlay(path: Path, frames, labels) -> Path:
     """Frames with the predicted masks blended in, as a video (written aside, then renamed)."""
     from stcn.inference.io import OverlayWriter
 
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     height, width = labels[0].shape
-    try:
-        with OverlayWriter(tmp, width=width, height=height, fps=10) as writer:
-            for frame, label in zip(frames, labels):
-                writer.write(np.ascontiguousarray(frame), label)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with OverlayWriter(path, width=width, height=height, fps=10, atomic=True) as writer:
+        for frame, label in zip(frames, labels):
+            writer.write(np.ascontiguousarray(frame), label)
     return path

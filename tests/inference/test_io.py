@@ -293,3 +293,24 @@ def test_overlay_writer_bad_path(tmp_path):
     with pytest.raises(DataError, match="cannot write the overlay video"):
         OverlayWriter(tmp_path / "o.unknown-extension", width=16, height=16)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overlay_writer_atomic_replaces_only_a_complete_video(tmp_path):
+    frames = _frames(3, 16, 24)
+    labels = np.zeros((16, 24), np.uint8)
+    path = tmp_path / "overlay.mp4"
+    path.write_bytes(b"previous")
+    with pytest.raises(RuntimeError):
+        with OverlayWriter(path, width=24, height=16, atomic=True) as writer:
+            writer.write(frames[0], labels)
+            assert path.read_bytes() == b"previous"  # encoding goes to a hidden file beside it
+            raise RuntimeError("interrupted")
+    assert path.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [path]  # nothing left behind
+    with OverlayWriter(path, width=24, height=16, atomic=True) as writer:
+        for frame in frames:
+            writer.write(frame, labels)
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 3
+    assert list(tmp_path.iterdir()) == [path]
+    with pytest.raises(DataError, match=r"cannot write the overlay video .*missing/o\.mp4"):
+        OverlayWriter(tmp_path / "missing" / "o.mp4", width=16, height=16, atomic=True)

@@ -72,21 +72,13 @@ class _Clock:
         return self.now
 
 
-# (interaction, path index): skeleton graphs with cycles whose cut depends on the neighbour order of
-# scikit-learn's KD-tree radius query (data dependent); ours is ascending (see docs/interactive.md)
-GRAPH_ORDER_PATHS = {(3, 1), (4, 0)}
-
-
 def _assert_paths_equal(got: dict, ref: dict, interaction: int) -> None:
     assert [len(p) for p in got["scribbles"]] == [len(p) for p in ref["scribbles"]]
     flat = [[p for paths in s["scribbles"] for p in paths] for s in (got, ref)]
     for j, (a, b) in enumerate(zip(*flat)):
         assert a["object_id"] == b["object_id"] and len(a["path"]) == len(b["path"])
         err = np.abs(np.asarray(a["path"]) - np.asarray(b["path"])).max()
-        if (interaction, j) in GRAPH_ORDER_PATHS:
-            assert err > TOL  # documents the known difference: fix the list when it goes away
-        else:
-            assert err <= TOL, (interaction, j, err)
+        assert err <= TOL, (interaction, j, err)
 
 
 def test_session_reproduces_report_robot_and_summary(synth_root):

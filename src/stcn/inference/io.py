@@ -536,13 +536,22 @@ class OverlayWriter:
     H.264 if available, else MPEG-4 part 2; pixels are yuv420p, so odd frame sizes are padded by one
     pixel (edge copied) to even ones.  ``close()`` flushes the encoder and re-raises a failure as
     :class:`DataError`; ``abort()`` stops without flushing (delete the file yourself).
+
+    ``atomic=True``: the video is encoded into a hidden file next to ``path`` and renamed to ``path``
+    by a successful ``close()``; ``abort()`` (or any failure) deletes it, so ``path`` is never left
+    half-written and an existing file there stays intact until the new one is complete.
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, fps=DEFAULT_FPS, palette=None,
-                 alpha: float = 0.5, codec: str | None = None, queue_size: int = 8) -> None:
+                 alpha: float = 0.5, codec: str | None = None, queue_size: int = 8, atomic: bool = False) -> None:
         import av
 
-        self.path = Path(path)
+        self.final = Path(path)
+        self.path = self.final
+        if atomic:
+            tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.path = self.final.with_name(f".{self.final.stem}.stcn-tmp-{tag}{self.final.suffix}")
+        self.atomic = atomic
         self.palette = DAVIS_PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
         self.alpha = float(alpha)
         self.width, self.height = int(width), int(height)
@@ -552,7 +561,8 @@ class OverlayWriter:
         try:
             self._container = av.open(str(self.path), mode="w")
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise DataError(f"cannot write the overlay video {self.path}: {_first_line(exc)}") from None
+            self._discard()
+            raise DataError(f"cannot write the overlay video {self.final}: {_first_line(exc)}") from None
         try:
             self._stream = self._container.add_stream(self.codec, rate=rate)
             self._stream.width = self.width + self.width % 2
@@ -562,8 +572,9 @@ class OverlayWriter:
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             with contextlib.suppress(Exception):
                 self._container.close()
+            self._discard()
             raise DataError(
-                f"cannot write the overlay video {self.path} with {self.codec}: {_first_line(exc)}"
+                f"cannot write the overlay video {self.final} with {self.codec}: {_first_line(exc)}"
             ) from None
         self._worker = _BackgroundWorker("stcn-overlay-writer", queue_size)
 
@@ -578,7 +589,7 @@ class OverlayWriter:
             for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise DataError(f"cannot write the overlay video {self.path}: {_first_line(exc)}") from None
+            raise DataError(f"cannot write the overlay video {self.final}: {_first_line(exc)}") from None
 
     def _finish(self) -> None:
         import av
@@ -587,7 +598,7 @@ class OverlayWriter:
             for packet in self._stream.encode():
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise DataError(f"cannot write the overlay video {self.path}: {_first_line(exc)}") from None
+            raise DataError(f"cannot write the overlay video {self.final}: {_first_line(exc)}") from None
 
     def write(self, frame: np.ndarray, labels: np.ndarray) -> None:
         """Queue one HxWx3 uint8 frame and its HxW label map."""
@@ -609,13 +620,21 @@ class OverlayWriter:
             raise
         try:
             self._container.close()
+            if self.atomic:
+                os.replace(self.path, self.final)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise DataError(f"cannot write the overlay video {self.path}: {_first_line(exc)}") from None
+            self._discard()
+            raise DataError(f"cannot write the overlay video {self.final}: {_first_line(exc)}") from None
 
     def abort(self) -> None:
         self._worker.abort()
         with contextlib.suppress(Exception):
             self._container.close()
+        self._discard()
+
+    def _discard(self) -> None:
+        if self.atomic:
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> "OverlayWriter":
         return self

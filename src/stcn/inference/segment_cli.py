@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,7 +332,6 @@ def segment(
 
     reader = iter_frames(info)
     label_writer = overlay_writer = None
-    overlay_tmp: Path | None = None
     bar = None
     try:
         with staged_output(out, force=force) as stage:
@@ -348,15 +346,13 @@ def segment(
                                      size=size, amp=amp, max_memory_frames=bound, memory_policy=memory_policy)
                 label_writer = LabelWriter(stage, palette)
                 if overlay_path is not None:
+                    # inside --out it is staged with the masks; elsewhere it is written aside and renamed
+                    target = overlay_path if overlay_rel is None else stage / overlay_rel
                     if overlay_rel is not None:
-                        overlay_tmp = stage / overlay_rel
-                        overlay_tmp.parent.mkdir(parents=True, exist_ok=True)
-                    else:
-                        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                        overlay_tmp = overlay_path.parent / f".{overlay_path.stem}.stcn-tmp-{tag}{overlay_path.suffix}"
+                        target.parent.mkdir(parents=True, exist_ok=True)
                     overlay_writer = OverlayWriter(
-                        overlay_tmp, width=info.width, height=info.height, fps=fps or info.fps or 24,
-                        palette=palette, codec=codec,
+                        target, width=info.width, height=info.height, fps=fps or info.fps or 24,
+                        palette=palette, codec=codec, atomic=overlay_rel is None,
                     )
                 bar = tqdm(total=info.num_frames, unit="frame", desc=input.name, leave=False,
                            disable=True if not progress else None, file=sys.stderr, dynamic_ncols=True)
@@ -392,15 +388,10 @@ def segment(
                 label_writer.close()
                 if overlay_writer is not None:
                     overlay_writer.close()
-                if overlay_tmp is not None and overlay_rel is None:
-                    os.replace(overlay_tmp, overlay_path)
-                    overlay_tmp = None
             except BaseException:
                 for writer in (label_writer, overlay_writer):
                     if writer is not None:
                         writer.abort()
-                if overlay_tmp is not None and overlay_rel is None:
-                    overlay_tmp.unlink(missing_ok=True)
                 raise
     finally:
         reader.close()

@@ -20,15 +20,13 @@ def synthetic_validation_videos(count: int = 8, *, first_seed: int = 0, num_fram
 def evaluate_synthetic(model: torch.nn.Module, videos, **engine_options) -> dict[str, float]:
     """Mean J, F and J&F (DAVIS protocol, first/last frames excluded) of ``model`` over ``videos``."""
     from stcn.demo import demo_jf
-    from stcn.inference import InferenceCore
+    from stcn.inference import segment_clip
 
     js, fs = [], []
     was_training = model.training
     model.eval()
     for video in videos:
-        core = InferenceCore(model, **engine_options)
-        pred = np.stack([core.labels(core.step(f, video.labels[0] if t == 0 else None))
-                         for t, f in enumerate(video.frames)])
+        pred = segment_clip(model, video.frames, video.labels[0], **engine_options).labels
         j, f, _ = demo_jf(video.labels, pred, list(video.object_ids))
         js.append(j)
         fs.append(f)

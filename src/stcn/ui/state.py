@@ -256,7 +256,7 @@ class UIState:
                     palette[o.id] = DAVIS_PALETTE[o.colour]
                 h, w = self.session.size
                 path = self.out / "overlay.mp4"
-                with OverlayWriter(path, width=w, height=h, fps=self.fps, palette=palette) as video:
+                with OverlayWriter(path, width=w, height=h, fps=self.fps, palette=palette, atomic=True) as video:
                     for frame, labels in zip(self.frames, masks):
                         video.write(frame, labels)
                 written["overlay"] = str(path)
