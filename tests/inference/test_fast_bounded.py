@@ -129,6 +129,23 @@ def test_bf16_mode_stays_close_to_exact_mode(small_model):
     assert agree > 0.95, agree
 
 
+def test_compile_mode_equals_exact_mode(small_model):
+    """torch.compile mode traces the same per-frame parts (dynamo + AOT autograd through the aot_eager
+    backend: the tracing, guards and recompiles are exercised; inductor's code generation is what
+    benchmarks/bench_inference.py times, too slow to build in the suite on 2 cores)."""
+    clip = generate_video(5, num_frames=6, height=48, width=64, num_objects=2)
+    masks = {0: (clip.labels[0], [1, 2])}
+    exact = _run(InferenceCore(small_model), clip, masks)
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = _run(InferenceCore(small_model, compile="aot_eager"), clip, masks)
+    assert counters["stats"]["unique_graphs"] >= 4  # the four per-frame parts went through dynamo
+    for a, b in zip(exact, compiled):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------
 # Chunked reads
 # --------------------------------------------------------------------------------------------------

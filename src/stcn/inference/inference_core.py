@@ -89,6 +89,7 @@ class InferenceCore:
             of a frame is bounded at any resolution.
         channels_last: run the network channels-last (default: on CPU, where it is faster).
         compile: ``torch.compile`` the network's per-frame parts (fast mode; first frames compile).
+            True uses the default backend (inductor); a string names another backend.
     """
 
     def __init__(
@@ -106,7 +107,7 @@ class InferenceCore:
         memory_policy: Policy = "least_used",
         work_memory_mb: float = DEFAULT_WORK_MEMORY_MB,
         channels_last: bool | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         if mem_every < 1:
             raise ValueError("mem_every must be >= 1")
@@ -130,7 +131,7 @@ class InferenceCore:
         self.last_memory_frame: int | None = None
         self._pending: _PendingMemory | None = None
         self._pinned = False
-        self._net = _compiled(model) if compile else model
+        self._net = _Compiled(model, "inductor" if compile is True else compile) if compile else model
 
     # ----------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -326,13 +327,7 @@ class InferenceCore:
 class _Compiled:
     """The network's per-frame parts through ``torch.compile`` (shapes are static within a video)."""
 
-    def __init__(self, model: STCN) -> None:
+    def __init__(self, model: STCN, backend: str = "inductor") -> None:
         self.model = model
-        self.encode_key = torch.compile(model.encode_key, dynamic=False)
-        self.query_features = torch.compile(model.query_features, dynamic=False)
-        self.decode_objects = torch.compile(model.decode_objects, dynamic=False)
-        self.encode_object_values_split = torch.compile(model.encode_object_values_split, dynamic=False)
-
-
-def _compiled(model: STCN) -> _Compiled:
-    return _Compiled(model)
+        for name in ("encode_key", "query_features", "decode_objects", "encode_object_values_split"):
+            setattr(self, name, torch.compile(getattr(model, name), dynamic=False, backend=backend))
