@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -443,7 +444,30 @@ class _BackgroundWorker:
             self._thread.join(timeout=30)
 
 
-class LabelWriter:
+_W = TypeVar("_W", bound="_Writer")
+
+
+class _Writer:
+    """A background writer as a context manager: ``close()`` (flush, raise failures) on success,
+    ``abort()`` (drop what is queued, leave nothing half-written) when the block raises."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class LabelWriter(_Writer):
     """Write label maps as palette PNGs (and optionally probabilities) on a background thread.
 
     ``write(name, labels)`` saves ``folder/<name>.png``; with ``probs`` also
@@ -495,14 +519,6 @@ class LabelWriter:
     def abort(self) -> None:
         self._worker.abort()
 
-    def __enter__(self) -> "LabelWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def overlay_frame(frame: np.ndarray, labels: np.ndarray, palette=None, alpha: float = 0.5) -> np.ndarray:
@@ -529,7 +545,7 @@ def pick_video_encoder(candidates: Iterable[str] = VIDEO_ENCODERS) -> str:
     raise DataError("cannot write the overlay video: this FFmpeg build has no H.264 or MPEG-4 encoder")
 
 
-class OverlayWriter:
+class OverlayWriter(_Writer):
     """Encode frames with their masks blended in (``alpha``) into a video file, on a background thread.
 
     The container follows the file's extension (``.mp4``, ``.mov``, ``.mkv``, ``.avi``); the codec is
@@ -636,14 +652,6 @@ class OverlayWriter:
         if self.atomic:
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "OverlayWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # --------------------------------------------------------------------------------------------------
