@@ -33,6 +33,7 @@ from PIL import Image
 
 from stcn.data.palette import save_label_png
 from stcn.errors import DataError
+from stcn.utils.files import atomic_write
 
 __all__ = [
     "SyntheticVideo",
@@ -755,17 +756,6 @@ def _atomic_folder(final: Path) -> Iterator[Path]:
             old.unlink()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save_jpeg(path: Path, frame: np.ndarray, quality: int) -> None:
     Image.fromarray(np.ascontiguousarray(frame)).save(path, format="JPEG", quality=quality)
 
@@ -790,7 +780,7 @@ def _merge_names(path: Path, names: list[str]) -> None:
     if path.exists():
         existing = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     merged = existing + [name for name in names if name not in existing]
-    _atomic_write_text(path, "".join(f"{name}\n" for name in merged))
+    atomic_write(path, "".join(f"{name}\n" for name in merged))
 
 
 def write_davis(root: str | os.PathLike, videos: Mapping[str, SyntheticVideo], *, year: str = "2017",
@@ -879,5 +869,5 @@ def write_youtube(root: str | os.PathLike, videos: Mapping[str, SyntheticVideo],
                 for k in video.object_ids
             }
         }
-    _atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return root

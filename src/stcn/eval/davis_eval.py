@@ -14,7 +14,6 @@ import math
 import multiprocessing
 import os
 import sys
-import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -26,6 +25,7 @@ from PIL import Image
 
 from stcn.errors import DataError
 from stcn.eval.metrics import BOUND_TH, frame_scores, object_statistics, tolerance_radius
+from stcn.utils.files import atomic_write
 
 __all__ = [
     "GLOBAL_COLUMNS",
@@ -147,24 +147,6 @@ def _nan_to_none(value: float):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _temp_path(path: Path) -> Path:
-    """A fresh hidden file name next to ``path`` (same folder, so a rename is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and a rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "xb") as fh:  # "x": the usual permissions (umask), never clobbers
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class EvaluationResult:
     """Everything one evaluation computed. ``global_results`` holds the 7 numbers of the global CSV."""
@@ -263,9 +245,9 @@ class EvaluationResult:
             "global_csv": out / f"global_results-{self.split}.csv",
             "per_sequence_csv": out / f"per-sequence_results-{self.split}.csv",
         }
-        _atomic_write(paths["json"], self.to_json())
-        _atomic_write(paths["global_csv"], self.global_csv())
-        _atomic_write(paths["per_sequence_csv"], self.per_sequence_csv())
+        atomic_write(paths["json"], self.to_json())
+        atomic_write(paths["global_csv"], self.global_csv())
+        atomic_write(paths["per_sequence_csv"], self.per_sequence_csv())
         return paths
 
 

@@ -12,28 +12,18 @@ import argparse
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from stcn.errors import UserError
+from stcn.utils.files import atomic_write
 
 __all__ = ["add_parser", "run_interactive"]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _plot(summary: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _plot(summary: dict, path: Path) -> None:
     from matplotlib.figure import Figure
+
+    from stcn.eval.plots import save_figure
 
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
@@ -43,9 +33,7 @@ def _plot(summary: dict) -> bytes:
     ax.set_ylabel("J&F")
     ax.set_ylim(0, 1)
     ax.set_title(f"AUC {summary['auc']:.3f}, J&F@60s {summary['metric_at_threshold']['J_AND_F']:.3f}")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    save_figure(fig, path)
 
 
 def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_interactions: int = 8,
@@ -64,14 +52,13 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
         LocalSession,
         report_table,
     )
+    from stcn.weights import registry
 
     if not 1 <= max_interactions <= MAX_INTERACTIONS:
         raise UserError(f"--max-interactions must be 1..{MAX_INTERACTIONS}, not {max_interactions}")
     if time_per_object <= 0:
         raise UserError("--time-per-object must be positive")
     data = DavisInteractiveData(root, sequences=sequences)  # checks the layout and every scribble first
-    from stcn.weights import registry
-
     paths = (registry.resolve(weights), registry.resolve(s2m, default="s2m", option="--s2m"),
              registry.resolve(fusion, default="fusion", option="--fusion"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,9 +86,9 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(report_table(session.report))
-    _atomic_write(out / "report.csv", buf.getvalue().encode())
-    _atomic_write(out / "summary.json", (json.dumps(result, indent=1) + "\n").encode())
-    _atomic_write(out / "jf_time.png", _plot(summary))
+    atomic_write(out / "report.csv", buf.getvalue())
+    atomic_write(out / "summary.json", json.dumps(result, indent=1) + "\n")
+    _plot(summary, out / "jf_time.png")
     return result
 
 

@@ -5,7 +5,8 @@ import math
 import os
 from pathlib import Path
 
-from stcn.eval.davis_eval import EvaluationResult, _temp_path
+from stcn.eval.davis_eval import EvaluationResult
+from stcn.utils.files import temp_path
 
 
 def save_figure(fig, path: Path) -> None:
@@ -14,7 +15,7 @@ def save_figure(fig, path: Path) -> None:
 
     FigureCanvasAgg(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
         fig.savefig(tmp, format="png", dpi=100)
         os.replace(tmp, path)

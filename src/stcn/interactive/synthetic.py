@@ -12,6 +12,7 @@ import numpy as np
 
 from stcn.data.synthetic import generate_video, write_davis
 from stcn.interactive.robot import ScribbleRobot
+from stcn.utils.files import atomic_write
 
 __all__ = ["initial_scribble", "write_synthetic_interactive"]
 
@@ -38,9 +39,6 @@ def write_synthetic_interactive(root: str | os.PathLike, seeds: Sequence[int] = 
     write_davis(root, videos)
     for name, video in videos.items():
         k = int(video.labels[0].max())
-        folder = root / "Scribbles" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".001.json.tmp"
-        tmp.write_text(json.dumps(initial_scribble(name, np.asarray(video.labels), k)))
-        os.replace(tmp, folder / "001.json")
+        atomic_write(root / "Scribbles" / name / "001.json",
+                     json.dumps(initial_scribble(name, np.asarray(video.labels), k)))
     return root
