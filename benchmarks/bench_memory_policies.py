@@ -18,7 +18,8 @@ import numpy as np
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="checkpoint (default: the built-in demo model)")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint path or registry name (default: the built-in demo model)")
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--videos", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=500)
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    weights = args.weights or registry.cached_path(registry.DEMO)
+    weights = registry.resolve(args.weights, default=registry.DEMO)
     model = load_model(weights)
     width, height = (int(x) for x in args.size.lower().split("x"))
     runs = {"unbounded": {}, "oldest": {"max_memory_frames": args.max_memory_frames, "memory_policy": "oldest"},

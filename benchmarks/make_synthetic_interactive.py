@@ -7,7 +7,7 @@ seed 0, verified against the reference checksums) for `stcn eval interactive`:
     PYTHONPATH=src python benchmarks/make_synthetic_interactive.py --root runs/interactive_set \
         --weights-dir runs/interactive_weights --seeds 0 1 2 --frames 24 --size 432x240
     stcn eval interactive --root runs/interactive_set --out runs/interactive_eval \
-        --weights src/stcn/assets/stcn_demo_small.safetensors \
+        --weights demo \
         --s2m runs/interactive_weights/s2m_seed0.pth --fusion runs/interactive_weights/fusion_seed0.pth
 """
 from __future__ import annotations

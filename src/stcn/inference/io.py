@@ -520,7 +520,6 @@ class LabelWriter(_Writer):
         self._worker.abort()
 
 
-
 def overlay_frame(frame: np.ndarray, labels: np.ndarray, palette=None, alpha: float = 0.5) -> np.ndarray:
     """``frame`` (HxWx3 uint8) with each object's pixels blended with its palette colour."""
     colours = np.asarray(DAVIS_PALETTE if palette is None else palette, dtype=np.uint8).reshape(-1, 3)
@@ -651,7 +650,6 @@ class OverlayWriter(_Writer):
     def _discard(self) -> None:
         if self.atomic:
             self.path.unlink(missing_ok=True)
-
 
 
 # --------------------------------------------------------------------------------------------------

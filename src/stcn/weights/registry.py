@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stcn.errors import UserError
+from stcn.errors import CheckpointError, UserError
 
 DEFAULT = "s012"
 DEMO = "demo"  # the small model shipped in the package (stcn demo's default)
@@ -140,8 +140,6 @@ def resolve(name_or_path: str | os.PathLike | None, *, default: str = DEFAULT, o
     """The checkpoint file meant by ``name_or_path``: an existing file, else a registry name
     (``default`` when None). Raises :class:`~stcn.errors.CheckpointError` with one line naming
     ``option`` and what to do when it is neither, or when a named checkpoint is not on this machine."""
-    from stcn.errors import CheckpointError
-
     if name_or_path is None:
         name_or_path = default
     path = Path(name_or_path)
