@@ -149,7 +149,11 @@ def replay(mo_model, fusion_model, s2m_model):
         for i, scribble in enumerate(inputs, start=1):
             t = next(f for f, p in enumerate(scribble["scribbles"]) if p)
             prev = torch.from_numpy(ref[f"i{i}_prev_label_map"])
-            restored = int((proc.vos.masks[t] != prev).sum())
+            flipped = proc.vos.masks[t] != prev
+            restored = int(flipped.sum())
+            # our top-two margin where we disagree with the reference's label map (fed to S2M next)
+            top = proc.vos.prob[:, t, 0].sort(dim=0).values
+            restored_margins = (top[-1] - top[-2])[flipped].tolist()
             if restored:  # a low-margin label flipped earlier: restore the reference's S2M input
                 masks = proc.vos.masks.clone()
                 masks[t] = prev
@@ -157,6 +161,7 @@ def replay(mo_model, fusion_model, s2m_model):
             labels, candidates, frame = proc.interact(scribble)
             prob = proc.vos.prob[:, :, 0].clone()
             out.append({"labels": labels, "candidates": candidates, "frame": frame, "restored": restored,
+                        "restored_margins": restored_margins, "pixels": int(prev.numel()),
                         "last": dict(proc.last), "prob": prob, "masks": proc.vos.masks.clone(),
                         "trace": proc.vos.trace[-1] if candidates is None else None})
     finally:
@@ -177,7 +182,12 @@ def test_schedule_and_trace(replay):
                                                                          q["certain_mem"])
                 assert p.memory_added == q["mem_adds"]
                 assert [list(f) for f in p.fused] == [[f["tc"], f["tr"], f["ti"]] for f in q["fuse"]]
-    assert sum(g["restored"] for g in replay) <= 2  # one pixel in the reference run
+    # Labels may legitimately differ from the reference only where the top-two margin is below 1e-3
+    # (reference README section 7); how many such pixels flip depends on the host's float kernels
+    # (1 on AVX2, 3 on AVX512_BF16 hosts), so bound where they may be, not how many one host gave.
+    margins = [m for g in replay for m in g["restored_margins"]]
+    assert all(m < MARGIN for m in margins)
+    assert len(margins) <= 1e-4 * sum(g["pixels"] for g in replay)  # the mismatch bound of the label tests
 
 
 @pytest.mark.parametrize("i", range(1, N + 1))
