@@ -308,6 +308,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--workers", type=int, help="processes (default: up to 8)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_run_resize)
+    from stcn.data import teacher_cli
+
+    teacher_cli.register(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

@@ -42,6 +42,7 @@ class SyntheticClipConfig:
     max_objects_per_video: int = 3
     seed_offset: int = 1_000_000  # training seeds; validation uses seeds below this
     pool_size: int = 400  # distinct videos, each generated once and then re-sampled (clips, crops, objects)
+    material: object | None = None  # a stcn.data.real_scenes.RealMaterial: real-looking videos instead
 
 
 class SyntheticClips(Dataset):
@@ -63,6 +64,16 @@ class SyntheticClips(Dataset):
         if number not in self._pool:
             c = self.config
             rng = np.random.default_rng([self.seed, c.seed_offset, number])
+            if c.material is not None:
+                from stcn.data.real_scenes import generate_real_video
+
+                self._pool[number] = generate_real_video(
+                    c.seed_offset + number, c.material, num_frames=c.video_frames, height=c.video_height,
+                    width=c.video_width, num_objects=int(rng.integers(1, c.max_objects_per_video + 1)),
+                    allow_exit=bool(rng.random() < 0.3), distractor=bool(rng.random() < 0.3),
+                    speed=float(rng.uniform(0.5, 2.0)),
+                )
+                return self._pool[number]
             self._pool[number] = generate_video(
                 c.seed_offset + number, num_frames=c.video_frames, height=c.video_height,
                 width=c.video_width, num_objects=int(rng.integers(1, c.max_objects_per_video + 1)),

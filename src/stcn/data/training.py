@@ -128,7 +128,7 @@ def build_stage_dataset(config, args, world: int = 1) -> TrainingClips:
     ``davis_root``, ``youtube_root``)."""
     stage = str(config.stage)
     crop = int(config.crop)
-    if stage == "0":
+    if stage in ("0", "real-static"):
         sources = static_sources(_require(args, "static_root", stage, "static images"), crop)
     elif stage == "1":
         sources = bl30k_sources(_require(args, "bl30k_root", stage, "BL30K"), crop)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stcn.errors import UserError
 
-STAGE_CHOICES = ("0", "1", "2", "3", "synthetic")
+STAGE_CHOICES = ("0", "1", "2", "3", "synthetic", "real-static", "real-video")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--model", choices=("stcn", "small"), help="network configuration (default: the stage's)")
-    p.add_argument("--load-network", help="initial weights (a stage-0 checkpoint is widened for stages 1-3)")
+    p.add_argument("--load-network", help="initial weights: a path or a registry name such as demo (a stage-0 "
+                                          "checkpoint is widened for stages 1-3)")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
@@ -70,6 +71,15 @@ def build_dataset(config, args, world: int):
         clip_config = SyntheticClipConfig(crop=config.crop)
         return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
                               max_skip=functools.partial(_skip_for_index, config, world))
+    if config.stage == "real-video":
+        from stcn.data.real_scenes import RealMaterial
+        from stcn.data.synthetic_clips import SyntheticClipConfig, SyntheticClips
+        from stcn.data.training import _require
+
+        material = RealMaterial.from_static_root(_require(args, "static_root", config.stage, "real photos and masks"))
+        clip_config = SyntheticClipConfig(crop=config.crop, material=material)
+        return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
+                              max_skip=functools.partial(_skip_for_index, config, world))
     try:
         from stcn.data.training import build_stage_dataset
     except ImportError:
@@ -107,8 +117,13 @@ def run(args: argparse.Namespace) -> int:
         from stcn.train.distributed import rank_device
 
         device = rank_device(device)  # cuda -> cuda:LOCAL_RANK
+    load_network = None
+    if args.load_network:
+        from stcn.weights.registry import resolve
+
+        load_network = resolve(args.load_network, option="--load-network")
     trainer = Trainer(config, dataset, args.run_dir, device=device, rank=rank, world=world,
-                      num_workers=args.num_workers, load_network=args.load_network)
+                      num_workers=args.num_workers, load_network=load_network)
     if world > 1:
         from stcn.train.distributed import wrap_distributed
 

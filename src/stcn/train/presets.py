@@ -82,6 +82,20 @@ STAGES: dict[str, TrainConfig] = {
         skip_curriculum=((0.0, 3), (0.2, 5), (0.4, 8), (0.9, 5)), log_every=20, image_every=500,
         save_every=250,
     ),
+    # The built-in real-footage model (docs/demo-model.md): the small network, fine-tuned from the synthetic
+    # demo model on CPU, first on real photos with teacher masks deformed into clips (the paper's stage 0
+    # on our own static set), then on synthetic video with real appearance (real cutouts on real photos).
+    "real-static": TrainConfig(
+        stage="real-static", model="small", iterations=800, batch_size=4, lr=1e-4, lr_steps=(600,), crop=160,
+        bootstrap_start=0, bootstrap_end=200, train_bn=True, pretrained_backbones=False, log_every=20,
+        image_every=200, save_every=100,
+    ),
+    "real-video": TrainConfig(
+        stage="real-video", model="small", iterations=4000, batch_size=4, lr=1e-4, lr_steps=(3000,), crop=160,
+        bootstrap_start=0, bootstrap_end=500, train_bn=True, pretrained_backbones=False,
+        skip_curriculum=((0.0, 3), (0.2, 5), (0.4, 8), (0.9, 5)), log_every=20, image_every=500,
+        save_every=100,
+    ),
 }
 
 

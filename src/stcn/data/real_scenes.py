@@ -1,0 +1,330 @@
+"""Synthetic video with real appearance: real photographs as backgrounds and textures, real masked objects.
+
+:func:`generate_real_video` uses the motion model of :mod:`stcn.data.synthetic` (smooth paths, turns,
+growth, depth swaps, exits and returns, an unlabelled distractor) but draws what moves from real
+images (:class:`RealMaterial`, built from a static set such as ``stcn data teacher-masks`` writes):
+
+* the background is a photograph seen through a camera that pans and zooms slowly, colour-jittered;
+* an object is either a real cutout (a photo's object mask and its pixels: people, animals, fruit,
+  things), scaled, slightly turned and mirrored, or a synthetic shape textured with a crop of another
+  photo, so that neither the outline nor the texture alone tells an object from the background;
+* the distractor is drawn the same way from the material, so it looks like an object but is labelled 0.
+
+A seed and the material give the same video on every run (OpenCV's warps are deterministic); the
+result is a :class:`~stcn.data.synthetic.SyntheticVideo`, so every consumer of synthetic video (the
+training clips, validation, the dataset writers) takes it as it is.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stcn.data.synthetic import (
+    SyntheticVideo,
+    _draw_order,
+    _Layer,
+    _rasterise,
+    _sample_exit,
+    _sample_motion,
+    _sample_shape,
+)
+
+__all__ = ["Cutout", "RealMaterial", "generate_real_video"]
+
+_SHAPES = ("ellipse", "rectangle", "triangle", "polygon", "blob")
+_MAX_PHOTO_SIDE = 720  # photos are kept at most this large (backgrounds are zoomed in anyway)
+_MIN_CUTOUT_PIXELS = 400
+
+
+@dataclass(frozen=True, eq=False)
+class Cutout:
+    """A real object: ``rgb (h, w, 3) uint8`` and ``mask (h, w) bool``, cropped to the mask's box."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class RealMaterial:
+    """What real videos are made of: ``photos`` (RGB uint8, any size) and object ``cutouts``."""
+
+    photos: tuple[np.ndarray, ...]
+    cutouts: tuple[Cutout, ...]
+
+    def __post_init__(self) -> None:
+        if not self.photos or not self.cutouts:
+            raise ValueError("RealMaterial needs at least one photo and one cutout")
+
+    @classmethod
+    def from_static_root(cls, root: str | os.PathLike) -> RealMaterial:
+        """Every image of a static set under ``root`` becomes a photo, its mask's largest component a cutout."""
+        from stcn.data.static import find_static_sets, load_binary_mask, load_rgb
+
+        photos, cutouts = [], []
+        seen: set[bytes] = set()
+        for image_set in find_static_sets(Path(root)):
+            for image_path, mask_path in image_set.pairs:
+                rgb, mask = load_rgb(image_path), load_binary_mask(mask_path) > 127
+                if rgb.shape[:2] != mask.shape:
+                    continue
+                rgb, mask = _limit_size(rgb, mask)
+                key = rgb[::37, ::37].tobytes()
+                if key not in seen:  # instance sets repeat one photo per object
+                    seen.add(key)
+                    photos.append(rgb)
+                cutout = _cutout(rgb, mask)
+                if cutout is not None:
+                    cutouts.append(cutout)
+        return cls(tuple(photos), tuple(cutouts))
+
+
+def _limit_size(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = _MAX_PHOTO_SIDE / max(rgb.shape[:2])
+    if scale >= 1:
+        return rgb, mask
+    size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
+    rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return rgb, mask
+
+
+def _cutout(rgb: np.ndarray, mask: np.ndarray) -> Cutout | None:
+    count, components, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[k, cv2.CC_STAT_AREA] < _MIN_CUTOUT_PIXELS:
+        return None
+    x, y, w, h = (int(v) for v in stats[k, :4])
+    return Cutout(np.ascontiguousarray(rgb[y:y + h, x:x + w]), components[y:y + h, x:x + w] == k)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scene description
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Look:
+    """How one layer is drawn: a cutout, or a shape filled with a photo's texture."""
+
+    cutout: Cutout | None = None
+    flip: bool = False
+    tilt: float = 0.0  # real objects turn less than shapes: rotation = tilt + turn * (theta - theta0)
+    turn: float = 0.25
+    texture: np.ndarray | None = None  # a photo
+    tex_origin: tuple[float, float] = (0.0, 0.0)  # photo pixel under the shape's centre
+    tex_scale: float = 1.0  # photo pixels per local unit
+    gain: np.ndarray | None = None  # (3,) colour gain
+    offset: float = 0.0
+
+
+@dataclass
+class _Camera:
+    photo: np.ndarray
+    centre: tuple[float, float]  # photo pixel at the frame centre at t = 0
+    zoom: float  # frame pixels per photo pixel at t = 0
+    pan: tuple[float, float]  # photo pixels per frame
+    zoom_rate: float  # relative zoom change per frame (oscillating)
+    zoom_omega: float
+    gain: np.ndarray
+    offset: float
+
+    def render(self, t: int, height: int, width: int) -> np.ndarray:
+        """The background at frame ``t``: ``(H, W, 3)`` float32."""
+        zoom = self.zoom * (1.0 + self.zoom_rate * math.sin(self.zoom_omega * t))
+        cx = self.centre[0] + self.pan[0] * t
+        cy = self.centre[1] + self.pan[1] * t
+        # frame (x, y) -> photo (cx + (x - W/2) / zoom, cy + (y - H/2) / zoom)
+        matrix = np.array([[1 / zoom, 0, cx - width / 2 / zoom], [0, 1 / zoom, cy - height / 2 / zoom]])
+        frame = cv2.warpAffine(self.photo, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT_101)
+        return frame.astype(np.float32) * self.gain + np.float32(self.offset)
+
+
+def _sample_camera(rng: np.random.Generator, photo: np.ndarray, height: int, width: int, num_frames: int,
+                   speed: float) -> _Camera:
+    ph, pw = photo.shape[:2]
+    cover = max(height / ph, width / pw)  # the smallest zoom at which the photo fills the frame
+    zoom = cover * rng.uniform(1.1, 1.8)
+    travel = speed * rng.uniform(0.0, 0.8)  # photo pixels per frame (before zoom)
+    angle = rng.uniform(0, 2 * math.pi)
+    pan = (travel * math.cos(angle) / zoom, travel * math.sin(angle) / zoom)
+    half_w, half_h = width / 2 / zoom, height / 2 / zoom
+    # start so that the path stays inside the photo as long as possible
+    end_dx, end_dy = pan[0] * num_frames, pan[1] * num_frames
+    lo_x, hi_x = half_w - min(0, end_dx), pw - half_w - max(0, end_dx)
+    lo_y, hi_y = half_h - min(0, end_dy), ph - half_h - max(0, end_dy)
+    cx = rng.uniform(lo_x, hi_x) if lo_x < hi_x else pw / 2
+    cy = rng.uniform(lo_y, hi_y) if lo_y < hi_y else ph / 2
+    return _Camera(photo=photo, centre=(cx, cy), zoom=zoom, pan=pan, zoom_rate=rng.uniform(0.0, 0.08),
+                   zoom_omega=2 * math.pi * speed / rng.uniform(40, 120),
+                   gain=rng.uniform(0.8, 1.2, size=3).astype(np.float32), offset=float(rng.uniform(-20, 20)))
+
+
+def _sample_look(rng: np.random.Generator, material: RealMaterial, layer: _Layer, size: float, crowd: float,
+                 cutout_fraction: float) -> _Look:
+    gain = rng.uniform(0.8, 1.2, size=3).astype(np.float32)
+    offset = float(rng.uniform(-15, 15))
+    if rng.random() < cutout_fraction:
+        cutout = material.cutouts[int(rng.integers(len(material.cutouts)))]
+        h, w = cutout.mask.shape
+        # the cutout's longer side spans 0.3-0.6 of the frame's shorter side (fewer objects: larger)
+        target = rng.uniform(0.3, 0.6) * size * crowd
+        layer.kind, layer.radius = "cutout", 0.5 * math.hypot(h, w) * target / max(h, w)
+        return _Look(cutout=cutout, flip=bool(rng.random() < 0.5), tilt=float(rng.uniform(-0.2, 0.2)),
+                     turn=float(rng.uniform(0.0, 0.3)), gain=gain, offset=offset)
+    layer.kind = _SHAPES[int(rng.integers(len(_SHAPES)))]
+    _sample_shape(layer, rng, rng.uniform(0.14, 0.24) * size * crowd)
+    photo = material.photos[int(rng.integers(len(material.photos)))]
+    ph, pw = photo.shape[:2]
+    scale = rng.uniform(0.6, 2.0)
+    reach = layer.radius * scale
+    origin = (rng.uniform(min(reach, pw / 2), max(pw - reach, pw / 2)),
+              rng.uniform(min(reach, ph / 2), max(ph - reach, ph / 2)))
+    return _Look(texture=photo, tex_origin=origin, tex_scale=float(scale), gain=gain, offset=offset)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+
+def _draw(layer: _Layer, look: _Look, state, height: int, width: int):
+    """``(mask (H, W) bool, colours (H, W, 3) float32 or None)`` of one layer at one frame, or None."""
+    cx, cy, theta, scale, _ = state
+    if look.cutout is None:
+        drawn = _rasterise(layer, state, height, width)
+        if drawn is None:
+            return None
+        y0, y1, x0, x1, box_mask, u, v = drawn
+        mask = np.zeros((height, width), bool)
+        mask[y0:y1, x0:x1] = box_mask
+        if not box_mask.any():
+            return None
+        map_x = (look.tex_origin[0] + u * look.tex_scale).astype(np.float32)
+        map_y = (look.tex_origin[1] + v * look.tex_scale).astype(np.float32)
+        tex = cv2.remap(look.texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        colours = np.zeros((height, width, 3), np.float32)
+        colours[y0:y1, x0:x1] = tex
+        return mask, colours
+    cutout = look.cutout
+    h, w = cutout.mask.shape
+    zoom = 2 * layer.radius * scale / math.hypot(h, w)
+    angle = look.tilt + look.turn * (theta - layer.theta0)
+    ca, sa = math.cos(angle) * zoom, math.sin(angle) * zoom
+    fx = -1.0 if look.flip else 1.0
+    # cutout (x, y) -> frame: R * zoom * (fx (x - w/2), y - h/2) + (cx, cy)
+    matrix = np.array([[ca * fx, -sa, cx - ca * fx * w / 2 + sa * h / 2],
+                       [sa * fx, ca, cy - sa * fx * w / 2 - ca * h / 2]])
+    alpha = cv2.warpAffine(cutout.mask.astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    mask = alpha > 0.5
+    if not mask.any():
+        return None
+    colours = cv2.warpAffine(cutout.rgb, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    return mask, colours
+
+
+@dataclass
+class _RealScene:
+    height: int
+    width: int
+    num_frames: int
+    layers: list[_Layer]
+    looks: list[_Look]
+    camera: _Camera
+    exiters: list[int]
+
+
+def _render(scene: _RealScene, t: int, colour: bool):
+    labels = np.zeros((scene.height, scene.width), np.uint8)
+    image = scene.camera.render(t, scene.height, scene.width) if colour else None
+    states = [layer.state(t) for layer in scene.layers]
+    for i in _draw_order(scene, t, states):
+        drawn = _draw(scene.layers[i], scene.looks[i], states[i], scene.height, scene.width)
+        if drawn is None:
+            continue
+        mask, colours = drawn
+        labels[mask] = scene.layers[i].label
+        if colour:
+            look = scene.looks[i]
+            image[mask] = colours[mask] * look.gain + np.float32(look.offset)
+    return labels, image
+
+
+def _sample_real_scene(rng: np.random.Generator, material: RealMaterial, *, num_frames: int, height: int,
+                       width: int, num_objects: int, allow_exit: bool, distractor: bool, speed: float,
+                       cutout_fraction: float) -> _RealScene:
+    size = float(min(height, width))
+    crowd = min(1.0, math.sqrt(2.0 / num_objects))
+    layers, looks = [], []
+    for k in range(num_objects + (1 if distractor else 0)):
+        layer = _Layer(label=k + 1 if k < num_objects else 0, appear=0, kind="ellipse", radius=0.0)
+        looks.append(_sample_look(rng, material, layer, size, crowd if layer.label else 0.6 * crowd,
+                                  cutout_fraction))
+        _sample_motion(layer, rng, height, width, speed)
+        layers.append(layer)
+    for layer, rank in zip(layers, rng.permutation(len(layers))):
+        layer.depth0 = float(rank + rng.uniform(-0.3, 0.3))
+        layer.depth = (float(rng.uniform(0.5, 1.5)), float(2 * math.pi * speed / rng.uniform(20.0, 60.0)),
+                       float(rng.uniform(0.0, 2 * math.pi)))
+    exiters = []
+    if allow_exit:
+        chosen = layers[int(rng.integers(num_objects))]
+        if _sample_exit(chosen, rng, height, width, num_frames):
+            exiters.append(chosen.label)
+    camera = _sample_camera(rng, material.photos[int(rng.integers(len(material.photos)))], height, width,
+                            num_frames, speed)
+    return _RealScene(height, width, num_frames, layers, looks, camera, exiters)
+
+
+def _valid(scene: _RealScene, min_pixels: int) -> bool:
+    first, _ = _render(scene, 0, colour=False)
+    if any(np.count_nonzero(first == layer.label) < min_pixels for layer in scene.layers if layer.label):
+        return False
+    for layer in scene.layers:
+        if layer.label in scene.exiters:
+            start, duration, _, _ = layer.exit
+            back = [_render(scene, t, colour=False)[0] for t in range(int(start + duration), scene.num_frames)]
+            if not any(np.count_nonzero(lab == layer.label) >= min_pixels for lab in back):
+                return False
+    return True
+
+
+def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 24, height: int = 224,
+                        width: int = 320, num_objects: int = 2, allow_exit: bool = False, distractor: bool = False,
+                        speed: float = 1.0, noise_std: float = 2.0, cutout_fraction: float = 0.7,
+                        min_visible_fraction: float = 0.01) -> SyntheticVideo:
+    """A clip of ``num_objects`` (1..255) real-looking objects over a real photo, fully determined by
+    ``seed`` and ``material``. Returns a SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
+    (T, H, W) uint8`` (top-most object id, 0 background and distractor)."""
+    if seed < 0 or num_frames < 1 or height < 16 or width < 16 or not 1 <= num_objects <= 255:
+        raise ValueError(f"bad arguments: seed {seed}, {num_frames} frames, {height}x{width}, {num_objects} objects")
+    geometry_ss, noise_ss = np.random.SeedSequence([seed, 0x4EA1]).spawn(2)
+    rng = np.random.Generator(np.random.PCG64(geometry_ss))
+    noise = np.random.Generator(np.random.PCG64(noise_ss))
+    min_pixels = max(1, math.ceil(min_visible_fraction * height * width))
+    for _ in range(100):
+        scene = _sample_real_scene(rng, material, num_frames=num_frames, height=height, width=width,
+                                   num_objects=num_objects, allow_exit=allow_exit, distractor=distractor,
+                                   speed=max(speed, 0.0), cutout_fraction=cutout_fraction)
+        if _valid(scene, min_pixels):
+            break
+    else:
+        raise RuntimeError(f"could not place {num_objects} objects visibly in a {height}x{width} frame (seed {seed})")
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    labels = np.empty((num_frames, height, width), np.uint8)
+    for t in range(num_frames):
+        labels[t], image = _render(scene, t, colour=True)
+        if noise_std > 0:
+            image += noise.standard_normal(image.shape, dtype=np.float32) * np.float32(noise_std)
+        frames[t] = np.clip(image + np.float32(0.5), 0, 255).astype(np.uint8)
+    ids = tuple(range(1, num_objects + 1))
+    return SyntheticVideo(frames=frames, labels=labels, object_ids=ids, first_frame={k: 0 for k in ids}, seed=seed)

@@ -1,0 +1,107 @@
+"""Synthetic video with real appearance: deterministic, labels agree with what is drawn, exits return,
+the training clips and both real-data stages run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stcn.cli import main
+from stcn.data.real_scenes import Cutout, RealMaterial, generate_real_video
+from stcn.data.synthetic_clips import SyntheticClipConfig, SyntheticClips
+
+GREEN, RED = (20, 200, 20), (220, 20, 20)
+
+
+def _material(cutout_colour=RED, photo_colour=GREEN) -> RealMaterial:
+    y, x = np.mgrid[:60, :40]
+    person = ((y - 20) ** 2 / 400 + (x - 20) ** 2 / 150 < 1) | ((abs(x - 20) < 12) & (y > 30))
+    photo = np.empty((300, 400, 3), np.uint8)
+    photo[:] = photo_colour
+    photo[::7] = np.array(photo_colour) // 2  # some structure for the camera to move over
+    return RealMaterial(photos=(photo,), cutouts=(Cutout(np.full((60, 40, 3), cutout_colour, np.uint8), person),))
+
+
+def test_same_seed_same_video_and_another_seed_another():
+    m = _material()
+    a = generate_real_video(5, m, num_frames=8, height=64, width=96)
+    b = generate_real_video(5, m, num_frames=8, height=64, width=96)
+    c = generate_real_video(6, m, num_frames=8, height=64, width=96)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.frames, c.frames)
+    assert a.frames.shape == (8, 64, 96, 3) and a.labels.shape == (8, 64, 96) and a.object_ids == (1, 2)
+
+
+def test_labels_are_where_objects_are_drawn():
+    """Red cutouts / red-textured shapes over a green photo: a labelled pixel is red, background green."""
+    red_photo_texture = RealMaterial(photos=_material().photos, cutouts=_material().cutouts)
+    for seed in range(4):
+        v = generate_real_video(seed, red_photo_texture, num_frames=6, height=64, width=96, noise_std=0,
+                                cutout_fraction=1.0)
+        red = v.frames[..., 0].astype(int) > v.frames[..., 1].astype(int)
+        inner = np.ones_like(red)
+        for t in range(len(v.labels)):  # leave out the one-pixel anti-aliased rim of each object
+            lab = v.labels[t]
+            edge = np.zeros_like(lab, bool)
+            edge[1:] |= lab[1:] != lab[:-1]
+            edge[:-1] |= lab[1:] != lab[:-1]
+            edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+            edge[:, :-1] |= lab[:, 1:] != lab[:, :-1]
+            inner[t] = ~edge
+        assert ((v.labels > 0) == red)[inner].mean() > 0.999
+        for k in v.object_ids:
+            assert (v.labels[0] == k).sum() >= 0.01 * 64 * 96  # visible in the first frame
+
+
+def test_textured_shapes_take_their_texture_from_the_photos():
+    m = RealMaterial(photos=(np.full((200, 200, 3), RED, np.uint8),), cutouts=_material().cutouts)
+    v = generate_real_video(1, m, num_frames=4, height=64, width=96, noise_std=0, cutout_fraction=0.0)
+    # background and shapes come from the same red photo: everything is red, and the labels still hold shapes
+    assert (v.frames[..., 0] > v.frames[..., 1]).all() and (v.labels[0] > 0).any()
+
+
+def test_an_exiting_object_leaves_and_comes_back():
+    m = _material()
+    for seed in range(20):
+        v = generate_real_video(seed, m, num_frames=30, height=64, width=96, num_objects=1, allow_exit=True)
+        visible = [(v.labels[t] == 1).sum() for t in range(30)]
+        if min(visible) == 0:
+            gone = visible.index(0)
+            assert max(visible[gone:]) >= 0.01 * 64 * 96
+            return
+    pytest.fail("no object left the frame in 20 seeds with allow_exit=True")
+
+
+def test_training_clips_from_real_material():
+    config = SyntheticClipConfig(crop=64, video_frames=8, video_height=64, video_width=96, pool_size=3,
+                                 material=_material())
+    item = SyntheticClips(4, config=config)[2]
+    again = SyntheticClips(4, config=config)[2]
+    assert item["rgb"].shape == (3, 3, 64, 64) and item["gt"][0].sum() > 0
+    assert all(torch.equal(item[k], again[k]) for k in item)
+
+
+def _static_root(tmp_path):
+    root = tmp_path / "static" / "mine"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(root / f"{i}.jpg")
+        mask = np.zeros((96, 128), np.uint8)
+        mask[20:70, 30:90] = 255
+        Image.fromarray(mask).save(root / f"{i}.png")
+    return tmp_path / "static"
+
+
+@pytest.mark.parametrize("stage", ["real-static", "real-video"])
+def test_real_stages_fine_tune_the_demo_model(tmp_path, stage, capsys):
+    root = _static_root(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", "--stage", stage, "--static-root", str(root), "--run-dir", str(run), "--iterations", "2",
+                 "--batch-size", "1", "--crop", "64", "--load-network", "demo"]) == 0
+    assert (run / "final.safetensors").is_file()
+    import stcn
+
+    model = stcn.load_model(str(run / "final.safetensors"))
+    assert sum(p.numel() for p in model.parameters()) < 10_000_000  # the small preset
