@@ -19,6 +19,7 @@ from stcn.errors import CheckpointError, UserError
 
 DEFAULT = "s012"
 DEMO = "demo"  # the small model shipped in the package (stcn demo's default)
+REAL = "real"  # the small model fine-tuned for real footage, shipped in the package
 ENV_HOME = "STCN_HOME"
 
 
@@ -54,6 +55,14 @@ _BUILTIN = (
         description="built in: the small model trained on synthetic video only (stcn demo; docs/demo-model.md)",
         package_file="assets/stcn_demo_small.safetensors",
         sha256="3ba2392bc8b82bd016ba26a29a7ca03eeeb1785049ceabdfc1f20f1f10e027a9",
+    ),
+    WeightsEntry(
+        name=REAL,
+        filename="stcn_real_small.safetensors",
+        description="built in: the demo model fine-tuned on real photos and real-looking video, for real footage "
+                    "(work in progress; docs/demo-model.md)",
+        package_file="assets/stcn_real_small.safetensors",
+        sha256="c8f6baee9f7a36a0cd7e45daa251d6fa66dc9a5780b4e98c1dbb2deab732edff",
     ),
     WeightsEntry(
         name="s012",
