@@ -9,7 +9,6 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from stcn.errors import CheckpointError
 from stcn.weights.io import load_state_dict_strict, read_checkpoint
 
 M = TypeVar("M", bound=nn.Module)
@@ -21,10 +20,7 @@ def load_network(build: Callable[[], M], path: str | os.PathLike, device: str | 
     ckpt = read_checkpoint(path)
     with torch.device("meta"):
         model = build()
-    try:
-        load_state_dict_strict(model, ckpt.state_dict, ckpt.path, assign=True)
-    except CheckpointError as exc:  # the shared loader words it for STCN
-        raise CheckpointError(str(exc).replace("the STCN network", f"the {name} network", 1)) from None
+    load_state_dict_strict(model, ckpt.state_dict, ckpt.path, assign=True, network=name)
     return model.to(device).eval()
 
 
@@ -47,8 +43,5 @@ def verify_checkpoint(network: str, path: str | os.PathLike):
         model = build()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "copying from a non-meta parameter ... is a no-op"
-        try:
-            load_state_dict_strict(model, ckpt.state_dict, ckpt.path)
-        except CheckpointError as exc:
-            raise CheckpointError(str(exc).replace("the STCN network", f"the {name} network", 1)) from None
+        load_state_dict_strict(model, ckpt.state_dict, ckpt.path, network=name)
     return ckpt

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from stcn.errors import DataError
-from stcn.eval.datasets import list_frames, resolve_davis_root
+from stcn.eval.datasets import resolve_davis_root, video_frames
 from stcn.interactive.protocol import (
     REPORT_COLUMNS,
     batched_scores,
@@ -131,7 +131,7 @@ class DavisInteractiveData:
 
     @staticmethod
     def _sequence(base: Path, name: str) -> DavisSequence:
-        frames = list_frames(base / "JPEGImages" / "480p" / name, f"{name}: frame folder")
+        frames = video_frames(base / "JPEGImages" / "480p" / name, f"{name}: frame folder")
         ann_dir = base / "Annotations" / "480p" / name
         annotations = tuple(ann_dir / (f.stem + ".png") for f in frames)
         missing = [a for a in annotations if not a.is_file()]

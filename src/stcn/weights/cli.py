@@ -64,13 +64,19 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _download(args: argparse.Namespace) -> None:
-    from stcn.weights.download import download_weights
+    from stcn.weights.download import INTERACTIVE_NETWORKS, download_weights
 
+    check = None
+    if args.name in INTERACTIVE_NETWORKS:  # the command (above both packages) knows MiVOS's networks
+        from stcn.interactive.checkpoint import verify_checkpoint
+
+        def check(p):
+            return verify_checkpoint(args.name, p)
     path = registry.cached_path(args.name)
     if path.is_file() and not args.force:
         print(f"{args.name} is already downloaded: {path}", file=sys.stderr)
     else:
-        path = download_weights(args.name, force=args.force, progress=not args.quiet)
+        path = download_weights(args.name, force=args.force, progress=not args.quiet, check=check)
     print(path)
 
 
