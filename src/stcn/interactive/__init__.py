@@ -15,7 +15,7 @@ from stcn.interactive.fusion import (
     load_fusion,
     mask_difference,
 )
-from stcn.interactive.s2m import S2M, load_s2m, s2m_mask
+from stcn.interactive.s2m import S2M, load_s2m, s2m_input, s2m_mask
 from stcn.interactive.scribbles import (
     ScribbleInteraction,
     canvas_pos_neg,
@@ -23,7 +23,6 @@ from stcn.interactive.scribbles import (
     davis_scribble_maps,
     free_hand,
     rasterize_paths,
-    s2m_input,
     scribbled_frame,
     strokes_canvas,
 )

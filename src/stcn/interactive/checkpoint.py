@@ -24,20 +24,12 @@ def load_network(build: Callable[[], M], path: str | os.PathLike, device: str | 
     return model.to(device).eval()
 
 
-def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
-    from stcn.interactive.fusion import FusionNet
-    from stcn.interactive.s2m import S2M
-
-    return {"s2m": (S2M, "S2M"), "fusion": (FusionNet, "FusionNet")}
-
-
-def verify_checkpoint(network: str, path: str | os.PathLike):
-    """Check that the checkpoint at ``path`` fits ``network`` ('s2m' | 'fusion'; the registry names)
+def verify_checkpoint(build: Callable[[], nn.Module], path: str | os.PathLike, name: str):
+    """Check that the checkpoint at ``path`` fits the network ``build()`` makes (``name`` for messages)
     without allocating it (built on the meta device); returns the :class:`~stcn.weights.io.Checkpoint`.
     Meant for ``stcn weights download s2m|fusion``, whose STCN check would refuse these files."""
     import warnings
 
-    build, name = _builders()[network]
     ckpt = read_checkpoint(path)
     with torch.device("meta"):
         model = build()
