@@ -1,5 +1,5 @@
 """``stcn eval interactive``: the DAVIS-interactive benchmark with MiVOS (S2M + STCN + fusion) on our
-own local session, robot and summary (:mod:`stcn.interactive.davis_session`).
+own local session, robot and summary (:mod:`stcn.interactive.davis_local`).
 
 Writes ``OUT/report.csv`` (one row per interaction, object and frame: the benchmark report's columns),
 ``OUT/summary.json`` (AUC, J&F at 60 s, the curve, the settings) and ``OUT/jf_time.png`` (J&F against
@@ -47,10 +47,10 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     import stcn
     from stcn.interactive import load_fusion, load_s2m
     from stcn.interactive.davis_driver import DAVISProcessor
-    from stcn.interactive.davis_session import (
+    from stcn.interactive.davis_local import (
         MAX_INTERACTIONS,
         DavisInteractiveData,
-        LocalSession,
+        LocalDavisServer,
         report_table,
     )
     from stcn.weights import registry
@@ -65,7 +65,7 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     device = resolve_device(device)
     prop_net = stcn.load_model(paths[0], device)
     s2m_net, fusion_net = load_s2m(paths[1], device), load_fusion(paths[2], device)
-    session = LocalSession(data, max_time=max_interactions * time_per_object, max_interactions=max_interactions)
+    session = LocalDavisServer(data, max_time=max_interactions * time_per_object, max_interactions=max_interactions)
     frames, processor = None, None
     with torch.inference_mode():
         while session.next():

@@ -159,6 +159,16 @@ def _propagate(core: InferenceCore, frames: _Frames, annotations: dict[int, tupl
                wanted: set[int] | None) -> Iterator[FrameResult]:
     """The per-frame loop: the one place that feeds the engine a video."""
     out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    try:
+        yield from _loop(core, frames, annotations, wanted, out_of_memory)
+    finally:  # a caller that stops early (or fails) stops the frame reader's thread now
+        close = getattr(frames.loaders, "close", None)
+        if close is not None:
+            close()
+
+
+def _loop(core, frames: _Frames, annotations: dict[int, tuple], wanted: set[int] | None,
+          out_of_memory: type[BaseException]) -> Iterator[FrameResult]:
     with torch.inference_mode():
         for t, load in enumerate(frames.loaders):
             name = frames.names[t]
