@@ -67,6 +67,21 @@ def _list_masks(folder: Path) -> list[Path]:
     return list_files(folder, (".png",), "masks")
 
 
+def _annotated_video(name: str, img_root: Path, ann_root: Path) -> tuple[list[Path], dict[str, int], dict[int, Path]]:
+    """A video's frames, ``{frame name: t}`` and ``{t: mask PNG}`` (masks named after their frames)."""
+    frames = video_frames(img_root / name, f"{name}: frame folder")
+    index = _frame_index(frames)
+    ann_dir = _need_dir(ann_root / name, f"{name}: annotation folder")
+    annotations = {}
+    for m in _list_masks(ann_dir):
+        if m.stem not in index:
+            raise DataError(f"{name}: annotation {m.name} has no frame {m.stem} in {img_root / name}")
+        annotations[index[m.stem]] = m
+    if not annotations:
+        raise DataError(f"{name}: no annotation PNG in {ann_dir}")
+    return frames, index, annotations
+
+
 def _frame_index(frames: list[Path]) -> dict[str, int]:
     index: dict[str, int] = {}
     for t, f in enumerate(frames):
@@ -162,16 +177,7 @@ def youtube_videos(root: str | os.PathLike, *, split: str = "valid", all_frames:
                          "YouTube-VOS all-frames folder")
     videos = []
     for vid in sorted(meta):
-        frames = video_frames(img_root / vid, f"{vid}: frame folder")
-        index = _frame_index(frames)
-        ann_dir = _need_dir(ann_root / vid, f"{vid}: annotation folder")
-        annotations = {}
-        for m in _list_masks(ann_dir):
-            if m.stem not in index:
-                raise DataError(f"{vid}: annotation {m.name} has no frame {m.stem} in {img_root / vid}")
-            annotations[index[m.stem]] = m
-        if not annotations:
-            raise DataError(f"{vid}: no annotation PNG in {ann_dir}")
+        frames, index, annotations = _annotated_video(vid, img_root, ann_root)
         first = min(annotations)
         if all_frames:
             outputs = tuple(range(first, len(frames)))
@@ -201,15 +207,6 @@ def generic_videos(root: str | os.PathLike) -> list[Video]:
         raise DataError(f"{img_root} holds no sequence folder")
     videos = []
     for name in names:
-        frames = video_frames(img_root / name, f"{name}: frame folder")
-        index = _frame_index(frames)
-        ann_dir = _need_dir(ann_root / name, f"{name}: annotation folder")
-        annotations = {}
-        for m in _list_masks(ann_dir):
-            if m.stem not in index:
-                raise DataError(f"{name}: annotation {m.name} has no frame {m.stem} in {img_root / name}")
-            annotations[index[m.stem]] = m
-        if not annotations:
-            raise DataError(f"{name}: no annotation PNG in {ann_dir}")
+        frames, index, annotations = _annotated_video(name, img_root, ann_root)
         videos.append(Video(name, tuple(frames), dict(sorted(annotations.items())), tuple(range(len(frames)))))
     return videos
