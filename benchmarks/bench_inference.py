@@ -83,7 +83,7 @@ def make_engine(mode: str, model, max_memory_frames: int | None, policy: str):
         return DenseReferenceCore(model)
     options = {"exact": {}, "bf16": {"amp": True}, "fp16": {"amp": True}, "compile": {"compile": True},
                "bounded": {"max_memory_frames": max_memory_frames, "memory_policy": policy}}[mode]
-    return InferenceCore(model, **options)
+    return InferenceCore(model, size=-1, **options)
 
 
 def frame_source(height: int, width: int, frames: int, clip: int = 200):

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from stcn.data.synthetic import generate_video
-    from stcn.demo import demo_jf
-    from stcn.inference import segment_clip
+    from stcn.eval.metrics import clip_jf
+    from stcn.inference import EngineOptions, segment_video
     from stcn.weights import registry
     from stcn.weights.io import load_model
 
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     weights = registry.resolve(args.weights, default=registry.DEMO)
     model = load_model(weights)
     width, height = (int(x) for x in args.size.lower().split("x"))
-    runs = {"unbounded": {}, "oldest": {"max_memory_frames": args.max_memory_frames, "memory_policy": "oldest"},
+    runs = {"unbounded": {"max_memory_frames": 0},
+            "oldest": {"max_memory_frames": args.max_memory_frames, "memory_policy": "oldest"},
             "least_used": {"max_memory_frames": args.max_memory_frames, "memory_policy": "least_used"}}
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in runs}
     print(f"# weights: {weights}; {args.videos} videos x {args.frames} frames at {width}x{height}; "
@@ -51,9 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         video = generate_video(seed, num_frames=args.frames, height=height, width=width,
                                num_objects=2 + i % 2, allow_exit=True, distractor=i % 2 == 1)
         for name, options in runs.items():
-            run = segment_clip(model, video.frames, video.labels[0], **options)
-            fps, size = run.fps, len(run.engine.memory)
-            jf = demo_jf(video.labels, run.labels, list(video.object_ids))[2]
+            run = list(segment_video(video.frames, {0: video.labels[0]}, model=model,
+                                     options=EngineOptions(size=-1, precision="fp32", **options)))
+            seconds = sum(r.seconds for r in run)
+            fps, size = len(run) / seconds, len(run[-1].engine.memory)
+            jf = clip_jf(video.labels, np.stack([r.labels for r in run]), list(video.object_ids))[2]
             results[name].append((jf, fps, size))
             print(f"seed {seed} ({len(video.object_ids)} objects): {name:10s} J&F {100 * jf:.2f}  "
                   f"{fps:.2f} FPS  {size} memory frames", flush=True)

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stcn.data.palette import load_label_png, save_label_png
 from stcn.data.teacher import SalientTeacher, resolve_teacher
 from stcn.eval.metrics import frame_scores, region_similarity
+from stcn.io.masks import load_label_png, save_label_png
 
 HERE = Path(__file__).resolve().parent
 OPENCV_VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from stcn.errors import UserError
+from stcn.inference.device import add_device_argument
+from stcn.inference.options import EngineOptions, add_engine_arguments
 
 DEFAULT_OUT = "stcn-demo"
 
@@ -37,35 +39,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234, help="synthetic clip seed (default: 1234)")
     p.add_argument("--no-overlay", dest="overlay", action="store_false",
                    help="do not write OUT/overlay.mp4")
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
+    # the demo clip is small: by default it is processed at its own size
+    add_engine_arguments(p, EngineOptions(size=-1))
     p.set_defaults(func=run)
 
 
-def demo_jf(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[float, float, float]:
-    """DAVIS-protocol J, F and J&F (first and last frames excluded) of (T, H, W) label maps."""
-    from stcn.eval.metrics import frame_scores
-
-    dense_gt = np.zeros_like(gt)
-    dense_pred = np.zeros_like(pred)
-    for i, oid in enumerate(object_ids, start=1):
-        dense_gt[gt == oid] = i
-        dense_pred[pred == oid] = i
-    scored = range(1, len(gt) - 1) if len(gt) > 2 else range(len(gt))
-    js, fs = zip(*(frame_scores(dense_gt[t], dense_pred[t], len(object_ids)) for t in scored))
-    j = float(np.nanmean(np.stack(js), axis=0).mean())
-    f = float(np.nanmean(np.stack(fs), axis=0).mean())
-    return j, f, (j + f) / 2
-
-
 def run(args: argparse.Namespace) -> int:
-    from stcn.data.palette import save_label_png
     from stcn.data.synthetic import generate_video, write_frames
-    from stcn.inference import segment_clip
+    from stcn.eval.metrics import clip_jf
+    from stcn.inference import EngineOptions, resolve_device, segment_video
+    from stcn.io.masks import save_label_png
     from stcn.weights import registry
     from stcn.weights.io import load_model
 
     weights = registry.resolve(args.weights, default=registry.DEMO)
-    model = load_model(weights, device=args.device)
+    device = resolve_device(args.device)
+    options = EngineOptions.from_args(args)
+    model = load_model(weights, device=device)
     if args.frames < 3 or args.objects < 1 or min(args.height, args.width) < 32:
         raise UserError("--frames must be >= 3, --objects >= 1, --height and --width >= 32")
     video = generate_video(args.seed, num_frames=args.frames, height=args.height, width=args.width,
@@ -76,29 +67,34 @@ def run(args: argparse.Namespace) -> int:
 
     masks_dir = out / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
-    result = segment_clip(model, video.frames, video.labels[0],
-                          on_frame=lambda t, labels: save_label_png(masks_dir / f"{t:05d}.png", labels))
-    core, predictions = result.engine, list(result.labels)
-    j, f, jf = demo_jf(video.labels, np.stack(predictions), list(video.object_ids))
+    predictions, seconds, core = [], 0.0, None
+    for r in segment_video(video.frames, {0: video.labels[0]}, model=model, options=options):
+        save_label_png(masks_dir / f"{r.name}.png", r.labels)
+        predictions.append(r.labels)
+        seconds, core = seconds + r.seconds, r.engine
+    fps = len(predictions) / seconds if seconds > 0 else float("inf")
+    j, f, jf = clip_jf(video.labels, np.stack(predictions), list(video.object_ids))
     overlay = None
     if args.overlay:
         overlay = _write_overlay(out / "overlay.mp4", video.frames, predictions)
     print(f"weights:    {weights}")
-    print(f"device:     {args.device}")
+    print(f"device:     {device}")
     print(f"clip:       {video.num_frames} frames, {video.height}x{video.width}, "
           f"{len(video.object_ids)} objects (seed {args.seed}) -> {out / 'frames'}")
-    print(f"settings:   top-k {core.memory.top_k}, memory every {core.mem_every} frames")
+    print(f"settings:   top-k {core.memory.top_k}, memory every {core.mem_every} frames, "
+          f"precision {core.precision}, size {options.size}")
+    print("engine:     " + ", ".join(f"{k} {v}" for k, v in options.to_dict().items()))
     print(f"masks:      {masks_dir}")
     if overlay is not None:
         print(f"overlay:    {overlay}")
-    print(f"speed:      {result.fps:.2f} FPS (processing only)")
+    print(f"speed:      {fps:.2f} FPS (processing only)")
     print(f"accuracy:   J&F {100 * jf:.1f} (J {100 * j:.1f}, F {100 * f:.1f}) against the synthetic ground truth")
     return 0
 
 
 def _write_overlay(path: Path, frames, labels) -> Path:
     """Frames with the predicted masks blended in, as a video (written aside, then renamed)."""
-    from stcn.inference.io import OverlayWriter
+    from stcn.io.writers import OverlayWriter
 
     height, width = labels[0].shape
     with OverlayWriter(path, width=width, height=height, fps=10, atomic=True) as writer:

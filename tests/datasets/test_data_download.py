@@ -16,8 +16,8 @@ from PIL import Image
 from stcn.cli import main
 from stcn.data import download_cli
 from stcn.data.download_cli import DATASETS, STATE_DIR, DataSet, resize_youtube
-from stcn.data.palette import load_label_png, save_label_png
 from stcn.data.video import davis_training_set, youtube_training_set
+from stcn.io.masks import load_label_png, save_label_png
 
 
 @pytest.fixture

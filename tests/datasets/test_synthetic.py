@@ -1,4 +1,4 @@
-"""Tests for the synthetic video generator (stcn.data.synthetic) and the label PNG helpers (stcn.data.palette)."""
+"""Tests for the synthetic video generator (stcn.data.synthetic) and the label PNG helpers (stcn.io.masks)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from stcn.data import synthetic
-from stcn.data.palette import DAVIS_PALETTE, davis_palette, load_label_png, save_label_png
 from stcn.data.synthetic import SyntheticVideo, generate_video, write_davis, write_frames, write_youtube
 from stcn.errors import DataError
+from stcn.io.masks import DAVIS_PALETTE, davis_palette, load_label_png, save_label_png
 
 H, W = 72, 128  # small frames keep the file fast
 MIN_PIXELS = math.ceil(0.002 * H * W)

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from stcn.cli import main
-from stcn.data.palette import save_label_png
 from stcn.data.synthetic import generate_video, write_davis, write_youtube
 from stcn.eval import runners
 from stcn.eval.runners import run_davis, run_generic, run_youtube
-from stcn.inference import InferenceCore
+from stcn.inference import EngineOptions, InferenceCore
+from stcn.io.masks import save_label_png
 
 H, W, T = 48, 64, 6
 
@@ -30,7 +30,7 @@ def _frames(folder: Path) -> list[np.ndarray]:
 
 def _api_labels(model, frames, masks: dict[int, np.ndarray], need=None, **options) -> dict[int, np.ndarray]:
     """What the Python API gives: frame -> labels for the frames in ``need`` (default: all)."""
-    core = InferenceCore(model, **options)
+    core = InferenceCore(model, **{"size": -1, **options})
     out = {}
     for t, f in enumerate(frames):
         wanted = need is None or t in need
@@ -171,7 +171,8 @@ def youtube_root(tmp_path_factory):
 @pytest.mark.parametrize("all_frames", [False, True])
 def test_youtube_outputs_and_zip(youtube_root, mo_model, tmp_path, all_frames):
     out = tmp_path / "out"
-    summary = run_youtube(youtube_root, out, model=mo_model, size=64, all_frames=all_frames, progress=False)
+    summary = run_youtube(youtube_root, out, model=mo_model, options=EngineOptions(size=64, precision="fp32"),
+                          all_frames=all_frames, progress=False)
     frames = _frames(youtube_root / "all_frames" / "valid_all_frames" / "JPEGImages" / "vid")
     ann_dir = youtube_root / "valid" / "Annotations" / "vid"
     masks = {int(p.stem): _read(p) for p in ann_dir.glob("*.png")}
@@ -195,7 +196,7 @@ def test_youtube_writes_nothing_before_the_first_annotation(tmp_path, mo_model):
     write_youtube(root, {"late": video}, every=1)
     ann = root / "valid" / "Annotations" / "late"
     (ann / "00000.png").rename(ann / "00002.png")  # first annotated at frame 2 (mask of frame 0: fine here)
-    summary = run_youtube(root, tmp_path / "out", model=mo_model, size=-1, progress=False)
+    summary = run_youtube(root, tmp_path / "out", model=mo_model, options=EngineOptions(size=-1), progress=False)
     written = sorted(p.name for p in (tmp_path / "out" / "Annotations" / "late").iterdir())
     assert written == [f"{t:05d}.png" for t in range(2, 6)]
     assert summary.complete
@@ -215,7 +216,7 @@ def test_generic_masks_on_any_frame(tmp_path, mo_model):
     later = np.where(video.labels[3] == 2, 2, 0).astype(np.uint8)  # object 2 given at frame 3 only
     save_label_png(root / "Annotations" / "clip" / "f000.png", first)
     save_label_png(root / "Annotations" / "clip" / "f003.png", later)
-    summary = run_generic(root, tmp_path / "out", model=mo_model, size=-1, progress=False)
+    summary = run_generic(root, tmp_path / "out", model=mo_model, options=EngineOptions(size=-1), progress=False)
     assert summary.computed == ["clip"]
     expected = _api_labels(mo_model, list(video.frames), {0: first, 3: later})
     for t in range(T):

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from stcn.cli import main
-from stcn.data.palette import DAVIS_PALETTE, save_label_png
 from stcn.data.synthetic import generate_video, write_frames
 from stcn.inference import InferenceCore
-from stcn.inference.io import pick_video_encoder
+from stcn.io.masks import DAVIS_PALETTE, save_label_png
+from stcn.io.writers import pick_video_encoder
 
 H, W = 48, 64
 

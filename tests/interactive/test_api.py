@@ -1,5 +1,5 @@
 """The high-level session (stcn.interactive.api) against the low-level pieces it is built on: S2M through
-ScribbleInteraction, free_hand + aggregate_sbg, InteractiveVOS.interact; undo / redo restore exact
+ScribbleInteraction, free_hand + aggregate_sbg, InteractivePropagation.interact; undo / redo restore exact
 states; bad input raises UserError. Recipe weights (seed 0), a 6-frame 60x90 synthetic clip (padded to
 64x96), K = 2."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from stcn.errors import UserError
 from stcn.inference.preprocess import unpad
 from stcn.interactive import ScribbleInteraction, aggregate_sbg, free_hand
 from stcn.interactive.api import InteractiveSession, PropagationCancelled
-from stcn.interactive.session import InteractiveVOS
+from stcn.interactive.propagation import InteractivePropagation
 
 K = 2
 OBJ1 = [[(20.0, 20.0), (35.5, 24.2), (40.0, 30.0)]]
@@ -99,7 +99,7 @@ def test_propagate_equals_interactive_vos(session, mo_model, fusion_model, frame
     mask4 = session._pending[4]
     second = session.propagate(4)
 
-    vos = InteractiveVOS(mo_model, fusion_model, frames, K)
+    vos = InteractivePropagation(mo_model, fusion_model, frames, K)
     assert np.array_equal(vos.interact(mask0, 0), first)
     assert torch.equal(prev4, vos.masks[4])  # the correction started from the same label map
     assert np.array_equal(vos.interact(mask4, 4), second)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from stcn.cli import main
-from stcn.interactive.davis_session import DavisInteractiveData
+from stcn.interactive.davis_local import DavisInteractiveData
 from stcn.interactive.protocol import batched_scores, summarize_report
 from stcn.interactive.synthetic import write_synthetic_interactive
 
@@ -83,7 +83,7 @@ def test_outputs_are_consistent(run, dataset):
 def test_report_rows_equal_recomputed_metrics(run, dataset, weights, s2m_model, fusion_model, mo_model):
     """Replay the interactions with the driver and the recorded robot: rows = metrics of its masks."""
     from stcn.interactive.davis_driver import DAVISProcessor
-    from stcn.interactive.davis_session import LocalSession
+    from stcn.interactive.davis_local import LocalDavisServer
 
     _, out = run
     with open(out / "report.csv", newline="") as f:
@@ -91,7 +91,7 @@ def test_report_rows_equal_recomputed_metrics(run, dataset, weights, s2m_model, 
     data = DavisInteractiveData(dataset)
     gt = data.annotations("synth3")
     k = data.sequences["synth3"].num_objects
-    session = LocalSession(data, max_time=N * 30, max_interactions=N)
+    session = LocalDavisServer(data, max_time=N * 30, max_interactions=N)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

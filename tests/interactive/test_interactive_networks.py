@@ -89,9 +89,10 @@ def test_registry_entries():
 
 
 def test_verify_checkpoint_for_the_download_check(s2m_weights, fusion_weights):
+    from stcn.interactive import S2M, FusionNet
     from stcn.interactive.checkpoint import verify_checkpoint
 
-    assert len(verify_checkpoint("s2m", s2m_weights).state_dict) == 368
-    assert len(verify_checkpoint("fusion", fusion_weights).state_dict) == 12
+    assert len(verify_checkpoint(S2M, s2m_weights, "S2M").state_dict) == 368
+    assert len(verify_checkpoint(FusionNet, fusion_weights, "FusionNet").state_dict) == 12
     with pytest.raises(CheckpointError, match="S2M network: 368 missing keys"):
-        verify_checkpoint("s2m", fusion_weights)
+        verify_checkpoint(S2M, fusion_weights, "S2M")

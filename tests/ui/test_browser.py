@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ui_helpers import replay
 
-from stcn.data.palette import load_label_png
+from stcn.io.masks import load_label_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")

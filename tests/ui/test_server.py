@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from ui_helpers import labels, post, replay, request
 
-from stcn.data.palette import load_label_png
+from stcn.io.masks import load_label_png
 
 SIZE = (96, 128)
 OBJ1 = [[[30, 40], [45.5, 44.2], [50, 52]]]

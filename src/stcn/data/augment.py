@@ -1,4 +1,4 @@
-"""The training augmentations of the paper (DESIGN §5), as pure functions of a numpy Generator.
+"""The training augmentations of the paper, as pure functions of a numpy Generator.
 
 Every random parameter is drawn from the item's own ``np.random.Generator`` (no global RNG, no
 re-seeding), and the image and its mask go through the same geometric transform by calling

@@ -22,12 +22,12 @@ import os
 import shutil
 import sys
 import tarfile
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stcn.errors import DataError, UserError
+from stcn.io.files import atomic_folder, merge_into
 
 STATE_DIR = ".stcn-data"
 
@@ -102,20 +102,6 @@ def _check_archive(path: Path) -> None:
         raise UserError(f"{path.name} is not a zip or tar archive")
 
 
-def _merge(src: Path, dst: Path) -> None:
-    """Move the content of folder ``src`` into folder ``dst``: entries new to ``dst`` are moved in
-    one rename each, folders present on both sides are merged, files replace files."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(src.iterdir()):
-        target = dst / entry.name
-        if entry.is_dir() and not entry.is_symlink() and target.is_dir():
-            _merge(entry, target)
-        else:
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(entry, target)
-
-
 def _extract(archive_path: Path, archive: Archive, root: Path) -> None:
     tmp = root / STATE_DIR / f"extract-{archive.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -137,7 +123,7 @@ def _extract(archive_path: Path, archive: Archive, root: Path) -> None:
                 found = sorted(p.name for p in tmp.iterdir())
                 raise DataError(f"{archive_path}: expected a top-level folder {archive.strip}/ in the archive, "
                                 f"found {found[:5]}; the file may be a different version")
-        _merge(content, root / archive.target)
+        merge_into(content, root / archive.target)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"{archive_path}: cannot extract ({exc}); delete it and run the command again") from None
     finally:
@@ -212,9 +198,7 @@ def _resize_folder(src: Path, dst: Path, size: int, masks: bool, quality: int) -
     renamed into place)."""
     from PIL import Image
 
-    tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(dst) as tmp:
         for name in sorted(os.listdir(src)):
             with Image.open(src / name) as im:
                 im.load()
@@ -228,12 +212,6 @@ def _resize_folder(src: Path, dst: Path, size: int, masks: bool, quality: int) -
                 else:
                     out = im.convert("RGB").resize(new, Image.Resampling.BICUBIC)
                     out.save(tmp / name, quality=quality)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _resize_video(job: tuple[Path, Path, str, int, int]) -> str:

@@ -63,13 +63,14 @@ class RealMaterial:
     @classmethod
     def from_static_root(cls, root: str | os.PathLike) -> RealMaterial:
         """Every image of a static set under ``root`` becomes a photo, its mask's largest component a cutout."""
-        from stcn.data.static import find_static_sets, load_binary_mask, load_rgb
+        from stcn.data.static import find_static_sets, load_binary_mask
+        from stcn.io.frames import read_rgb
 
         photos, cutouts = [], []
         seen: set[bytes] = set()
         for image_set in find_static_sets(Path(root)):
             for image_path, mask_path in image_set.pairs:
-                rgb, mask = load_rgb(image_path), load_binary_mask(mask_path) > 127
+                rgb, mask = read_rgb(image_path), load_binary_mask(mask_path) > 127
                 if rgb.shape[:2] != mask.shape:
                     continue
                 rgb, mask = _limit_size(rgb, mask)

@@ -6,7 +6,7 @@ original's ``static_data.zip`` extracts to (``fss/``, ``DUTS-TR/``, ``DUTS-TE/``
 ``BIG_small/``, ``HRSOD_small/``), or any one of those sets. Every top-level folder is one set; the
 high-resolution sets (names starting with ``BIG`` or ``HRSOD``) count 5 times, as in the original.
 
-One image becomes a 3-frame clip (DESIGN §5): per sequence an affine scale 0.8-1.5 (nearest) and a
+One image becomes a 3-frame clip: per sequence an affine scale 0.8-1.5 (nearest) and a
 horizontal flip, colour jitter (0.1, 0.05, 0.05, 0.05) and 5 % greyscale; per frame an affine
 (±20°, scale 0.9-1.1, shear 10; bicubic for the image *and* the grey-level mask), resize of the
 shorter side to the crop (bicubic / nearest), a random crop (padded with the mean colour / 0),
@@ -27,7 +27,8 @@ from torchvision import tv_tensors
 
 from stcn.data import augment as A
 from stcn.errors import DataError
-from stcn.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from stcn.io.frames import read_rgb
+from stcn.model.input import normalise
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 HIGH_RESOLUTION_PREFIXES = ("big", "hrsod")  # repeated 5x (the original's "use them more")
@@ -35,8 +36,6 @@ HIGH_RESOLUTION_REPEAT = 5
 EXPECTED_STATIC = ("image+mask pairs: FSS-1000 <class>/<N>.jpg + <N>.png, or <name>.jpg + <name>.png "
                    "(DUTS-TR/TE, ECSSD, BIG, HRSOD)")
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -99,16 +98,6 @@ def static_clip(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
 # --------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from None
 
 
 def load_binary_mask(path: Path) -> np.ndarray:
@@ -181,7 +170,7 @@ class StaticClips:
 
     def clip(self, position: int, rng: np.random.Generator, max_skip: int | None = None) -> dict[str, torch.Tensor]:
         image_path, mask_path = self.image_set.pairs[position]
-        image, mask = load_rgb(image_path), load_binary_mask(mask_path)
+        image, mask = read_rgb(image_path), load_binary_mask(mask_path)
         if image.shape[:2] != mask.shape:
             raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_path.name} is "
                             f"{image.shape[1]}x{image.shape[0]}")
@@ -189,7 +178,7 @@ class StaticClips:
         gt = masks
         cls_gt = (gt[:, 0] > 0.5).long()
         return {
-            "rgb": (images - _MEAN) / _STD,
+            "rgb": normalise(images),
             "gt": gt,
             "sec_gt": torch.zeros_like(gt),
             "selector": torch.tensor([1.0, 0.0]),

@@ -18,22 +18,19 @@ leaves a half-written folder behind.
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import json
 import math
 import os
-import shutil
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from stcn.data.palette import save_label_png
 from stcn.errors import DataError
-from stcn.utils.files import atomic_write
+from stcn.io.files import atomic_folder, atomic_write
+from stcn.io.masks import save_label_png
 
 __all__ = [
     "SyntheticVideo",
@@ -725,37 +722,6 @@ def _check_name(name: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def _atomic_folder(final: Path) -> Iterator[Path]:
-    """Yield an empty hidden sibling of ``final``; on success it replaces ``final`` in one rename."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = final.parent / f".{final.name}.tmp-{tag}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists() or final.is_symlink():
-        old = final.parent / f".{final.name}.old-{tag}"
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
-
-
 def _save_jpeg(path: Path, frame: np.ndarray, quality: int) -> None:
     Image.fromarray(np.ascontiguousarray(frame)).save(path, format="JPEG", quality=quality)
 
@@ -769,7 +735,7 @@ def write_frames(folder: str | os.PathLike, video: SyntheticVideo, *, step: int 
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     folder = Path(folder)
-    with _atomic_folder(folder) as tmp:
+    with atomic_folder(folder) as tmp:
         for t in range(0, video.num_frames, step):
             _save_jpeg(tmp / f"{t:05d}.jpg", video.frames[t], quality)
     return folder
@@ -803,7 +769,7 @@ def write_davis(root: str | os.PathLike, videos: Mapping[str, SyntheticVideo], *
     for name in names:
         video = videos[name]
         write_frames(root / "JPEGImages" / "480p" / name, video)
-        with _atomic_folder(root / "Annotations" / "480p" / name) as tmp:
+        with atomic_folder(root / "Annotations" / "480p" / name) as tmp:
             count = video.num_frames if all_annotations else 1
             for t in range(count):
                 save_label_png(tmp / f"{t:05d}.png", video.labels[t])
@@ -854,7 +820,7 @@ def write_youtube(root: str | os.PathLike, videos: Mapping[str, SyntheticVideo],
         write_frames(root / split / "JPEGImages" / name, video, step=every)
         write_frames(root / "all_frames" / f"{split}_all_frames" / "JPEGImages" / name, video)
         starts = sorted(set(video.first_frame.values()))
-        with _atomic_folder(root / split / "Annotations" / name) as tmp:
+        with atomic_folder(root / split / "Annotations" / name) as tmp:
             for t in starts:
                 ids = [k for k, first in video.first_frame.items() if first == t]
                 frame_labels = video.labels[t]

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stcn.data.synthetic import generate_video
-from stcn.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from stcn.model.input import normalise
 
 
 def sample_frame_indices(rng: np.random.Generator, num_frames: int, max_skip: int) -> list[int]:
@@ -55,8 +55,6 @@ class SyntheticClips(Dataset):
         self.seed = seed
         self.config = config or SyntheticClipConfig()
         self.max_skip = max_skip
-        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self._pool: dict[int, object] = {}
 
     def video(self, number: int):
@@ -106,7 +104,7 @@ class SyntheticClips(Dataset):
         second = labels == chosen[1] if len(chosen) > 1 else np.zeros_like(labels, dtype=bool)
         rgb = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
         gain = torch.from_numpy(rng.uniform(0.9, 1.1, size=(3, 3, 1, 1))).float()  # per-frame colour jitter
-        rgb = ((rgb * gain).clamp(0, 1) - self._mean) / self._std
+        rgb = normalise((rgb * gain).clamp(0, 1))
         gt = torch.from_numpy(np.ascontiguousarray(first)).float().unsqueeze(1)
         sec_gt = torch.from_numpy(np.ascontiguousarray(second)).float().unsqueeze(1)
         cls_gt = (gt[:, 0] + 2 * sec_gt[:, 0]).long()

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from stcn.errors import DataError, UserError
-from stcn.utils.files import atomic_write
+from stcn.io.files import atomic_write
 
 OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 ISNET_NPM_PACKAGE = "@imgly/background-removal-data"

@@ -10,7 +10,7 @@ or greyscale PNGs whose value is the object id), one mask per image:
   max skip is divided by 5.
 * BL30K: ``JPEGImages/<seq>``, ``Annotations/<seq>``; objects too small are not picked.
 
-A clip (DESIGN §5): three frames from :func:`stcn.data.synthetic_clips.sample_frame_indices`
+A clip: three frames from :func:`stcn.data.synthetic_clips.sample_frame_indices`
 (reversed with p = 0.5); per sequence a random-resized-crop to the crop size (area 36-100 %, 25-100 %
 for BL30K; bicubic / nearest) and a horizontal flip, colour jitter (0.1, 0.03, 0.03) and 5 %
 greyscale; per frame an affine (±15°, shear 10; bicubic / nearest) and colour jitter 0.01. Up to two
@@ -28,17 +28,15 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from stcn.data import augment as A
-from stcn.data.palette import load_label_png
-from stcn.data.static import load_rgb
 from stcn.data.synthetic_clips import sample_frame_indices
 from stcn.errors import DataError
-from stcn.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from stcn.io.frames import read_rgb
+from stcn.io.masks import load_label_png
+from stcn.model.input import normalise
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 TRIALS = 5
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,7 @@ class VideoClips:
 
     # ----------------------------------------------------------------------------------------------
     def _load(self, seq: Sequence, frame: str) -> tuple[np.ndarray, np.ndarray]:
-        image = load_rgb(seq.image_dir / frame)
+        image = read_rgb(seq.image_dir / frame)
         mask_path = seq.mask_dir / (os.path.splitext(frame)[0] + ".png")
         labels = load_label_png(mask_path)
         if labels.shape != image.shape[:2]:
@@ -193,7 +191,7 @@ class VideoClips:
         gt = (labels == first).float().unsqueeze(1) if first is not None else torch.zeros(labels.shape).unsqueeze(1)
         sec_gt = (labels == second).float().unsqueeze(1) if second is not None else torch.zeros_like(gt)
         cls_gt = gt[:, 0].long() + 2 * sec_gt[:, 0].long()
-        rgb = (torch.stack(images) - _MEAN) / _STD
+        rgb = normalise(torch.stack(images))
         return {
             "rgb": rgb,
             "gt": gt,
@@ -269,7 +267,7 @@ def write_sequence_folders(image_root: str | os.PathLike, mask_root: str | os.Pa
     ``step``-th frame (the YouTube-VOS train and BL30K layouts; tests and benchmarks use it)."""
     from PIL import Image
 
-    from stcn.data.palette import save_label_png
+    from stcn.io.masks import save_label_png
 
     for name, video in videos.items():
         (Path(image_root) / name).mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from stcn.errors import DataError
+from stcn.io.frames import list_files, natural_key
 
 __all__ = ["Video", "davis_videos", "youtube_videos", "generic_videos", "IMAGE_SUFFIXES"]
 
@@ -49,37 +49,37 @@ class Video:
         return [self.output_name(t) for t in self.outputs]
 
 
-def _natural_key(name: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _need_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise DataError(f"{what} {path} not found")
     return path
 
 
-def list_frames(folder: Path, what: str) -> list[Path]:
-    """Image files of a folder in natural name order (hidden files skipped); DataError if none."""
-    _need_dir(folder, what)
-    try:
-        files = [p for p in folder.iterdir()
-                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
-    except OSError as exc:
-        raise DataError(f"cannot list {what} {folder}: {exc.strerror or exc}") from None
+def video_frames(folder: Path, what: str) -> list[Path]:
+    """A benchmark video's frame files (:func:`stcn.io.frames.list_frames`); DataError if none."""
+    files = video_frames(_need_dir(folder, what), IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{what} {folder} holds no image (.jpg/.png)")
-    files.sort(key=lambda p: _natural_key(p.name))
     return files
 
 
 def _list_masks(folder: Path) -> list[Path]:
-    try:
-        files = [p for p in folder.iterdir()
-                 if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file()]
-    except OSError as exc:
-        raise DataError(f"cannot list masks in {folder}: {exc.strerror or exc}") from None
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return list_files(folder, (".png",), "masks")
+
+
+def _annotated_video(name: str, img_root: Path, ann_root: Path) -> tuple[list[Path], dict[str, int], dict[int, Path]]:
+    """A video's frames, ``{frame name: t}`` and ``{t: mask PNG}`` (masks named after their frames)."""
+    frames = video_frames(img_root / name, f"{name}: frame folder")
+    index = _frame_index(frames)
+    ann_dir = _need_dir(ann_root / name, f"{name}: annotation folder")
+    annotations = {}
+    for m in _list_masks(ann_dir):
+        if m.stem not in index:
+            raise DataError(f"{name}: annotation {m.name} has no frame {m.stem} in {img_root / name}")
+        annotations[index[m.stem]] = m
+    if not annotations:
+        raise DataError(f"{name}: no annotation PNG in {ann_dir}")
+    return frames, index, annotations
 
 
 def _frame_index(frames: list[Path]) -> dict[str, int]:
@@ -132,7 +132,7 @@ def davis_videos(root: str | os.PathLike, *, year: str = "2017", split: str = "v
     masks = _need_dir(base / "Annotations" / resolution, "DAVIS annotation folder")
     videos = []
     for name in names:
-        frames = list_frames(images / name, f"{name}: frame folder")
+        frames = video_frames(images / name, f"{name}: frame folder")
         ann = masks / name / (frames[0].stem + ".png")
         if not ann.is_file():
             raise DataError(f"{name}: first-frame annotation {ann} not found")
@@ -177,16 +177,7 @@ def youtube_videos(root: str | os.PathLike, *, split: str = "valid", all_frames:
                          "YouTube-VOS all-frames folder")
     videos = []
     for vid in sorted(meta):
-        frames = list_frames(img_root / vid, f"{vid}: frame folder")
-        index = _frame_index(frames)
-        ann_dir = _need_dir(ann_root / vid, f"{vid}: annotation folder")
-        annotations = {}
-        for m in _list_masks(ann_dir):
-            if m.stem not in index:
-                raise DataError(f"{vid}: annotation {m.name} has no frame {m.stem} in {img_root / vid}")
-            annotations[index[m.stem]] = m
-        if not annotations:
-            raise DataError(f"{vid}: no annotation PNG in {ann_dir}")
+        frames, index, annotations = _annotated_video(vid, img_root, ann_root)
         first = min(annotations)
         if all_frames:
             outputs = tuple(range(first, len(frames)))
@@ -211,20 +202,11 @@ def generic_videos(root: str | os.PathLike) -> list[Video]:
     img_root = _need_dir(root / "JPEGImages", "frame folder")
     ann_root = _need_dir(root / "Annotations", "annotation folder")
     names = sorted((p.name for p in img_root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                   key=_natural_key)
+                   key=natural_key)
     if not names:
         raise DataError(f"{img_root} holds no sequence folder")
     videos = []
     for name in names:
-        frames = list_frames(img_root / name, f"{name}: frame folder")
-        index = _frame_index(frames)
-        ann_dir = _need_dir(ann_root / name, f"{name}: annotation folder")
-        annotations = {}
-        for m in _list_masks(ann_dir):
-            if m.stem not in index:
-                raise DataError(f"{name}: annotation {m.name} has no frame {m.stem} in {img_root / name}")
-            annotations[index[m.stem]] = m
-        if not annotations:
-            raise DataError(f"{name}: no annotation PNG in {ann_dir}")
+        frames, index, annotations = _annotated_video(name, img_root, ann_root)
         videos.append(Video(name, tuple(frames), dict(sorted(annotations.items())), tuple(range(len(frames)))))
     return videos

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from stcn.errors import DataError
 from stcn.eval.metrics import BOUND_TH, frame_scores, object_statistics, tolerance_radius
-from stcn.utils.files import atomic_write
+from stcn.io.files import atomic_write
+from stcn.io.masks import read_label_png
 
 __all__ = [
     "GLOBAL_COLUMNS",
@@ -34,7 +34,6 @@ __all__ = [
     "SequenceResult",
     "evaluate_davis",
     "format_table",
-    "read_label_png",
 ]
 
 #: Columns of ``global_results-<split>.csv``, in the toolkit's order.
@@ -48,32 +47,6 @@ FRAMES_PER_TASK = 24
 # --------------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------------
-def read_label_png(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
-    """A label PNG as a 2-D integer array of its stored values (palette indices for mode ``P``).
-
-    The palette colours are never looked at, as in the toolkit. Colour PNGs (RGB, RGBA, ...) are
-    refused: their colours are not object ids.
-    """
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} not found") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # unidentified, truncated or broken PNG data
-        raise DataError(f"{what} {path} cannot be read as a PNG: {exc}") from None
-    if arr.ndim != 2:
-        raise DataError(
-            f"{what} {path} is a colour image (mode {mode}); masks must be palette (P) or greyscale (L) "
-            "PNGs whose values are object ids"
-        )
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    elif not np.issubdtype(arr.dtype, np.integer):
-        raise DataError(f"{what} {path} holds non-integer values (mode {mode}); masks must hold object ids")
-    return arr
-
-
 def read_sequence_list(gt_root: Path, split: str, year: str) -> list[str]:
     """Sequence names of ``ImageSets/<year>/<split>.txt`` in file order (blank lines skipped)."""
     path = gt_root / "ImageSets" / str(year) / f"{split}.txt"
@@ -303,13 +276,13 @@ def _score_task(task: _Task) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     for t, fid in enumerate(task.frame_ids):
         gt_path = os.path.join(task.gt_dir, fid + ".png")
         res_path = os.path.join(task.res_dir, fid + ".png")
-        gt = read_label_png(gt_path, f"{task.seq} frame {fid}: ground truth")
+        gt = read_label_png(gt_path, f"{task.seq} frame {fid}: ground truth")[0]
         if gt.shape != (task.height, task.width):
             raise DataError(
                 f"{task.seq} frame {fid}: ground truth {gt_path} is {gt.shape[1]}x{gt.shape[0]} (WxH) but the "
                 f"sequence's first frame is {task.width}x{task.height}"
             )
-        res = read_label_png(res_path, f"{task.seq} frame {fid}: result")
+        res = read_label_png(res_path, f"{task.seq} frame {fid}: result")[0]
         if res.shape != gt.shape:
             raise DataError(
                 f"{task.seq} frame {fid}: result {res_path} is {res.shape[1]}x{res.shape[0]} (WxH) but the "
@@ -455,7 +428,7 @@ def evaluate_davis(
     notes: list[str] = []
     for seq in names:
         gt_dir, ids = _gt_frame_ids(gt, seq)
-        first = read_label_png(gt_dir / f"{ids[0]}.png", f"{seq} frame {ids[0]}: ground truth")
+        first = read_label_png(gt_dir / f"{ids[0]}.png", f"{seq} frame {ids[0]}: ground truth")[0]
         height, width = first.shape
         first = np.where(first == 255, 0, first)
         if binary:

@@ -1,5 +1,5 @@
 """``stcn eval interactive``: the DAVIS-interactive benchmark with MiVOS (S2M + STCN + fusion) on our
-own local session, robot and summary (:mod:`stcn.interactive.davis_session`).
+own local session, robot and summary (:mod:`stcn.interactive.davis_local`).
 
 Writes ``OUT/report.csv`` (one row per interaction, object and frame: the benchmark report's columns),
 ``OUT/summary.json`` (AUC, J&F at 60 s, the curve, the settings) and ``OUT/jf_time.png`` (J&F against
@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 
 from stcn.errors import UserError
-from stcn.utils.files import atomic_write
+from stcn.inference.device import add_device_argument, resolve_device
+from stcn.io.files import atomic_write
 
 __all__ = ["add_parser", "run_interactive"]
 
@@ -46,10 +47,10 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     import stcn
     from stcn.interactive import load_fusion, load_s2m
     from stcn.interactive.davis_driver import DAVISProcessor
-    from stcn.interactive.davis_session import (
+    from stcn.interactive.davis_local import (
         MAX_INTERACTIONS,
         DavisInteractiveData,
-        LocalSession,
+        LocalDavisServer,
         report_table,
     )
     from stcn.weights import registry
@@ -61,10 +62,10 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     data = DavisInteractiveData(root, sequences=sequences)  # checks the layout and every scribble first
     paths = (registry.resolve(weights), registry.resolve(s2m, default="s2m", option="--s2m"),
              registry.resolve(fusion, default="fusion", option="--fusion"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     prop_net = stcn.load_model(paths[0], device)
     s2m_net, fusion_net = load_s2m(paths[1], device), load_fusion(paths[2], device)
-    session = LocalSession(data, max_time=max_interactions * time_per_object, max_interactions=max_interactions)
+    session = LocalDavisServer(data, max_time=max_interactions * time_per_object, max_interactions=max_interactions)
     frames, processor = None, None
     with torch.inference_mode():
         while session.next():
@@ -123,7 +124,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--time-per-object", type=float, default=30, metavar="S",
                    help="seconds per object and interaction; a sample may take N x S x objects (default: 30)")
     p.add_argument("--sequences", nargs="+", metavar="SEQ", help="only these sequences of the list")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device_argument(p)
     p.set_defaults(func=_run)
     return p
 

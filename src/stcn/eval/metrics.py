@@ -301,3 +301,18 @@ def object_statistics(values: np.ndarray) -> dict[str, np.ndarray]:
         else:
             decay = np.mean(first, axis=-1) - np.mean(last, axis=-1)
     return {"Mean": np.asarray(mean), "Recall": np.asarray(recall), "Decay": np.asarray(decay)}
+
+
+def clip_jf(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[float, float, float]:
+    """DAVIS-protocol J, F and J&F (first and last frames excluded) of (T, H, W) label maps in the ids
+    ``object_ids`` (the demo's and synthetic validation's score)."""
+    dense_gt = np.zeros_like(gt)
+    dense_pred = np.zeros_like(pred)
+    for i, oid in enumerate(object_ids, start=1):
+        dense_gt[gt == oid] = i
+        dense_pred[pred == oid] = i
+    scored = range(1, len(gt) - 1) if len(gt) > 2 else range(len(gt))
+    js, fs = zip(*(frame_scores(dense_gt[t], dense_pred[t], len(object_ids)) for t in scored))
+    j = float(np.nanmean(np.stack(js), axis=0).mean())
+    f = float(np.nanmean(np.stack(fs), axis=0).mean())
+    return j, f, (j + f) / 2

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from stcn.eval.davis_eval import EvaluationResult
-from stcn.utils.files import temp_path
+from stcn.io.files import atomic_file
 
 
 def save_figure(fig, path: Path) -> None:
@@ -14,14 +14,8 @@ def save_figure(fig, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def plot_per_sequence(result: EvaluationResult, path: str | os.PathLike) -> Path:

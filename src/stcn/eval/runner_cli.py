@@ -8,24 +8,23 @@ import argparse
 import math
 import sys
 
+from stcn.inference.device import add_device_argument
+from stcn.inference.options import EngineOptions, add_engine_arguments
+
 DEFAULTS_NOTE = "Defaults are the paper's settings: top-k 20, a memory frame every 5 frames"
 
 
-def _common(p: argparse.ArgumentParser, *, size: int, mem_every_help: str) -> None:
+def _common(p: argparse.ArgumentParser, *, size: int) -> None:
     p.add_argument("--root", required=True, metavar="DIR", help="dataset root (see the description)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes what is there)")
     p.add_argument("--weights", metavar="PATH",
                    help="checkpoint (.pth or .safetensors) or a registry name; default: the cached s012 weights "
                         "(`stcn weights download s012`)")
-    p.add_argument("--top-k", type=int, default=20, metavar="K",
-                   help="affinities kept per query position (default: 20)")
-    p.add_argument("--mem-every", type=int, default=None, metavar="N", help=mem_every_help)
-    p.add_argument("--include-last", action="store_true", help="keep the latest frame as temporary memory")
-    p.add_argument("--size", type=int, default=size, metavar="PX",
-                   help=f"shorter side to process at, -1 for the native size (default: {size})")
-    p.add_argument("--device", default=None,
-                   help="torch device (default: cuda, each torchrun process on its LOCAL_RANK GPU, else cpu)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA)")
+    # benchmark sets default to exact fp32 (the paper's numbers); each torchrun process takes its
+    # LOCAL_RANK GPU
+    add_engine_arguments(p, EngineOptions(size=size, precision="fp32"))
+    p.set_defaults(mem_every=None)  # filled in per set (DAVIS test-dev: 3)
+    add_device_argument(p)
     p.add_argument("--overwrite", action="store_true", help="recompute videos whose outputs are complete")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -53,7 +52,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     d.add_argument("--year", default="2017", choices=("2016", "2017"))
     d.add_argument("--split", default="val", help="sequence list ImageSets/<year>/<split>.txt (default: val)")
-    _common(d, size=-1, mem_every_help="memory frame interval (default: 5; 3 on test-dev)")
+    _common(d, size=-1)
     d.add_argument("--evaluate", action="store_true",
                    help="score the results (J&F, like the official DAVIS toolkit) and write the CSVs into OUT")
     d.set_defaults(func=run_davis)
@@ -71,7 +70,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     y.add_argument("--year", default="2019", choices=("2018", "2019"))
     y.add_argument("--split", default="valid", help="split folder (default: valid)")
     y.add_argument("--all-frames", action="store_true", help="write every frame, not only those meta.json lists")
-    _common(y, size=480, mem_every_help="memory frame interval (default: 5)")
+    _common(y, size=480)
     y.set_defaults(func=run_youtube)
 
     g = sub.add_parser(
@@ -82,7 +81,7 @@ def register(subparsers) -> argparse.ArgumentParser:
             "for every frame. " + DEFAULTS_NOTE + ", shorter side 480."
         ),
     )
-    _common(g, size=480, mem_every_help="memory frame interval (default: 5)")
+    _common(g, size=480)
     g.set_defaults(func=run_generic)
 
     from stcn.eval.interactive_runner import add_parser as add_interactive
@@ -93,13 +92,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _kwargs(args: argparse.Namespace, default_mem_every: int | None) -> dict:
-    return dict(
-        weights=args.weights, top_k=args.top_k,
-        mem_every=args.mem_every if args.mem_every is not None else default_mem_every,
-        include_last=args.include_last, size=args.size, device=args.device, amp=args.amp,
-        progress=not args.quiet, overwrite=args.overwrite,
-    )
+def _kwargs(args: argparse.Namespace, default_mem_every: int) -> dict:
+    mem_every = args.mem_every if args.mem_every is not None else default_mem_every
+    return dict(weights=args.weights, options=EngineOptions.from_args(args, mem_every=mem_every),
+                device=args.device, progress=not args.quiet, overwrite=args.overwrite)
 
 
 def _cell(value: float, digits: int) -> str:
@@ -136,7 +132,7 @@ def run_davis(args: argparse.Namespace) -> int:
     from stcn.eval.runners import run_davis as run
 
     summary = run(args.root, args.out, year=args.year, split=args.split, evaluate=args.evaluate,
-                  **_kwargs(args, None))
+                  **_kwargs(args, 3 if args.split == "test-dev" else 5))
     _report(summary, f"DAVIS {args.year} {args.split} -> {summary.out_dir}")
     return 0
 

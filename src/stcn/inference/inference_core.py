@@ -19,8 +19,8 @@ Speed (docs/performance.md): the memory is read with one query-major affinity fo
 gather of the top-k values (no dense memory x query matrix), in chunks of query positions sized from
 a memory budget; the decoder's and the value fuser's query-frame halves are computed once per frame
 and only the per-object halves per object; frames run channels-last. All of this is exact up to float
-summation order. ``amp`` (bfloat16 on CPU, float16 on CUDA) and ``compile`` (torch.compile) are
-optional fast modes. :class:`stcn.inference.dense_reference.DenseReferenceCore` keeps the original's
+summation order. ``precision`` ``bf16`` / ``fp16`` (autocast) and ``compile`` (torch.compile) are
+optional fast modes; ``fp32`` is exact. :class:`stcn.inference.dense_reference.DenseReferenceCore` keeps the original's
 dense computation as the oracle and the benchmark's baseline.
 """
 from __future__ import annotations
@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from stcn.inference.memory_bank import MemoryBank, Policy
+from stcn.inference.options import DEFAULT_SIZE, DEFAULT_WORK_MEMORY_MB, EngineOptions
+from stcn.inference.precision import autocast_dtype, resolve_precision
 from stcn.inference.preprocess import (
     pad,
     pad_amounts,
@@ -48,7 +50,6 @@ from stcn.model.decoder import DecoderQuery
 from stcn.model.memory import Similarity
 from stcn.model.network import STCN, KeyFeatures, others_sum
 
-DEFAULT_WORK_MEMORY_MB = 1024
 # Rough peak bytes per object per processed pixel in the decoder / value encoder (fp32): the last
 # decoder stage holds ~6 tensors of hidden/2 = 256 channels at 1/4 resolution (6 * 256 * 4 / 16).
 _BYTES_PER_OBJECT_PIXEL = 400
@@ -75,9 +76,12 @@ class InferenceCore:
         mem_every: a propagated frame becomes memory this many frames after the last memory frame.
         include_last: keep the latest frame as a temporary memory entry.
         size: process frames with this shorter side (bicubic, as the original's YouTube-VOS and generic
-            evaluation), or ``-1`` for the native size (its DAVIS evaluation). Outputs are always at
+            evaluation), or ``-1`` for the native size (its DAVIS evaluation). Default 480, the same as
+            ``stcn segment`` and :class:`~stcn.inference.options.EngineOptions`. Outputs are always at
             the input size.
-        amp: autocast (float16 on CUDA, bfloat16 on CPU).
+        precision: ``fp32`` (exact, the default here), ``bf16``, ``fp16`` (CUDA) or ``auto`` (see
+            :func:`~stcn.inference.precision.resolve_precision`).
+        amp: the older spelling of mixed precision: ``fp16`` on CUDA, ``bf16`` elsewhere.
         similarity: ``"l2"`` (STCN) or ``"dot"`` (the paper's ablation).
         query_chunk: read the memory this many query positions at a time (default: chosen from
             ``work_memory_mb``).
@@ -99,7 +103,8 @@ class InferenceCore:
         top_k: int = 20,
         mem_every: int = 5,
         include_last: bool = False,
-        size: int = -1,
+        size: int = DEFAULT_SIZE,
+        precision: str = "fp32",
         amp: bool = False,
         similarity: Similarity = "l2",
         query_chunk: int | None = None,
@@ -120,7 +125,10 @@ class InferenceCore:
         self.mem_every = mem_every
         self.include_last = include_last
         self.size = size
-        self.amp = amp
+        if amp and precision == "fp32":
+            precision = "fp16" if self.device.type == "cuda" else "bf16"
+        self.precision = resolve_precision(precision, self.device)
+        self.amp = self.precision != "fp32"
         self.work_memory = int(work_memory_mb * 2**20)
         self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
         self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk,
@@ -134,10 +142,19 @@ class InferenceCore:
         self._net = _Compiled(model, "inductor" if compile is True else compile) if compile else model
 
     # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_options(cls, model: STCN, options: EngineOptions, *, num_frames: int | None = None) -> InferenceCore:
+        """An engine running ``options`` (the memory bound resolved for a video of ``num_frames``)."""
+        bound, _ = options.memory_bound(num_frames)
+        return cls(model, top_k=options.top_k, mem_every=options.mem_every, include_last=options.include_last,
+                   size=options.size, precision=options.precision, max_memory_frames=bound,
+                   memory_policy=options.memory_policy, work_memory_mb=options.work_memory_mb,
+                   compile=options.compile)
+
     def _autocast(self):
-        if not self.amp:
+        dtype = autocast_dtype(self.precision)
+        if dtype is None:
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _object_batch(self, pixels: int) -> int:

@@ -5,8 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from stcn.model.input import normalise
 
 
 def to_normalised_tensor(image: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -19,9 +18,7 @@ def to_normalised_tensor(image: np.ndarray | torch.Tensor, device: torch.device 
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a 3xHxW tensor, got shape {tuple(image.shape)}")
         x = image.to(device, torch.float32)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
+    return normalise(x).unsqueeze(0)
 
 
 def resized_size(height: int, width: int, size: int) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Interaction-to-mask (S2M), scribble encodings for the DAVIS-interactive and GUI paths, MiVOS's two
 aggregations, difference-aware fusion (FusionNet + alignment of the mask difference) and the
-interactive propagation core (:class:`InteractiveVOS`). The propagation network is STCN's own
+interactive propagation core (:class:`InteractivePropagation`). The propagation network is STCN's own
 (:class:`stcn.model.network.STCN`). See docs/interactive.md.
 """
 from stcn.interactive.aggregate import aggregate_sbg, aggregate_wbg
@@ -15,7 +15,8 @@ from stcn.interactive.fusion import (
     load_fusion,
     mask_difference,
 )
-from stcn.interactive.s2m import S2M, load_s2m, s2m_mask
+from stcn.interactive.propagation import InteractivePropagation
+from stcn.interactive.s2m import S2M, load_s2m, s2m_input, s2m_mask
 from stcn.interactive.scribbles import (
     ScribbleInteraction,
     canvas_pos_neg,
@@ -23,16 +24,14 @@ from stcn.interactive.scribbles import (
     davis_scribble_maps,
     free_hand,
     rasterize_paths,
-    s2m_input,
     scribbled_frame,
     strokes_canvas,
 )
-from stcn.interactive.session import InteractiveVOS
 
 __all__ = [
     "S2M",
     "FusionNet",
-    "InteractiveVOS",
+    "InteractivePropagation",
     "ScribbleInteraction",
     "aggregate_sbg",
     "aggregate_wbg",

@@ -10,10 +10,10 @@
 Built on the low-level pieces, nothing re-implemented: strokes are rasterised by
 :class:`stcn.interactive.scribbles.ScribbleInteraction` (GUI rules: OpenCV lines of thickness 3 on the
 true-size canvas) and S2M runs through it; the brush is :func:`stcn.interactive.scribbles.free_hand`;
-propagation is :meth:`stcn.interactive.session.InteractiveVOS.interact`.
+propagation is :meth:`stcn.interactive.propagation.InteractivePropagation.interact`.
 
 Interactions. Every frame may hold one *pending* interaction result: the (K+1, 1, H, W) mask that the
-next :meth:`propagate` from that frame sends to ``InteractiveVOS.interact``; its argmax is shown at once
+next :meth:`propagate` from that frame sends to ``InteractivePropagation.interact``; its argmax is shown at once
 (``update_mask_only``). Scribble and click strokes accumulate in one open S2M interaction (MiVOS's
 scribble interaction: every call re-runs S2M with all strokes of the interaction against the label map
 frozen when it started); :meth:`commit`, a brush stroke, :meth:`set_mask`, :meth:`propagate` or
@@ -41,12 +41,12 @@ import torch
 from stcn.errors import UserError
 from stcn.inference.preprocess import unpad
 from stcn.interactive.aggregate import aggregate_sbg
+from stcn.interactive.propagation import InteractivePropagation
 from stcn.interactive.scribbles import (
     SCRIBBLE_THICKNESS,
     ScribbleInteraction,
     free_hand,
 )
-from stcn.interactive.session import InteractiveVOS
 
 CLICK_RADIUS = 2  # px: a click is a cross of two 5-px segments (thickness 3) on the S2M canvas
 BRUSH_SIZES = (1, 100)  # MiVOS's free-hand slider
@@ -86,7 +86,7 @@ class InteractiveSession:
         frames: the video, T x H x W x 3 uint8 (array or sequence of arrays).
         num_objects: K (object ids 1..K; 0 = background).
         history: undo steps kept.
-        mem_every, top_k: passed to :class:`InteractiveVOS`.
+        mem_every, top_k: passed to :class:`InteractivePropagation`.
 
     Strokes are point lists ``[(x, y), ...]`` in image coordinates at the true size (0 <= x <= W - 1,
     0 <= y <= H - 1); bad input raises :class:`stcn.errors.UserError`.
@@ -106,7 +106,7 @@ class InteractiveSession:
     ) -> None:
         if int(num_objects) < 1:
             raise UserError(f"num_objects must be at least 1, got {num_objects}")
-        self.vos = InteractiveVOS(prop_net, fusion, frames, int(num_objects), mem_every=mem_every, top_k=top_k)
+        self.vos = InteractivePropagation(prop_net, fusion, frames, int(num_objects), mem_every=mem_every, top_k=top_k)
         self.s2m = s2m.eval()
         self.history = max(1, int(history))
         self._open: tuple[int, ScribbleInteraction] | None = None
@@ -274,7 +274,7 @@ class InteractiveSession:
         cancel: threading.Event | None = None,
     ) -> np.ndarray:
         """Propagate the pending interaction of ``frame`` (default: the latest interaction's frame)
-        through the video (``InteractiveVOS.interact``: forward and backward to the nearest interacted
+        through the video (``InteractivePropagation.interact``: forward and backward to the nearest interacted
         frames, fusing in between). ``progress(done, total)`` is called after each propagated frame;
         setting ``cancel`` stops between frames and raises :class:`PropagationCancelled` with the
         session unchanged. Returns the (T, H, W) uint8 label maps."""
@@ -325,7 +325,7 @@ class InteractiveSession:
 
     @staticmethod
     def _observer(progress: ProgressCallback | None, cancel: threading.Event | None, total: int):
-        """InteractiveVOS's per-frame hook: stop between frames when ``cancel`` is set, report the
+        """InteractivePropagation's per-frame hook: stop between frames when ``cancel`` is set, report the
         frames finished so far."""
         done = 0
 

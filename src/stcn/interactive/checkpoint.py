@@ -9,7 +9,6 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from stcn.errors import CheckpointError
 from stcn.weights.io import load_state_dict_strict, read_checkpoint
 
 M = TypeVar("M", bound=nn.Module)
@@ -21,34 +20,20 @@ def load_network(build: Callable[[], M], path: str | os.PathLike, device: str | 
     ckpt = read_checkpoint(path)
     with torch.device("meta"):
         model = build()
-    try:
-        load_state_dict_strict(model, ckpt.state_dict, ckpt.path, assign=True)
-    except CheckpointError as exc:  # the shared loader words it for STCN
-        raise CheckpointError(str(exc).replace("the STCN network", f"the {name} network", 1)) from None
+    load_state_dict_strict(model, ckpt.state_dict, ckpt.path, assign=True, network=name)
     return model.to(device).eval()
 
 
-def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
-    from stcn.interactive.fusion import FusionNet
-    from stcn.interactive.s2m import S2M
-
-    return {"s2m": (S2M, "S2M"), "fusion": (FusionNet, "FusionNet")}
-
-
-def verify_checkpoint(network: str, path: str | os.PathLike):
-    """Check that the checkpoint at ``path`` fits ``network`` ('s2m' | 'fusion'; the registry names)
+def verify_checkpoint(build: Callable[[], nn.Module], path: str | os.PathLike, name: str):
+    """Check that the checkpoint at ``path`` fits the network ``build()`` makes (``name`` for messages)
     without allocating it (built on the meta device); returns the :class:`~stcn.weights.io.Checkpoint`.
     Meant for ``stcn weights download s2m|fusion``, whose STCN check would refuse these files."""
     import warnings
 
-    build, name = _builders()[network]
     ckpt = read_checkpoint(path)
     with torch.device("meta"):
         model = build()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "copying from a non-meta parameter ... is a no-op"
-        try:
-            load_state_dict_strict(model, ckpt.state_dict, ckpt.path)
-        except CheckpointError as exc:
-            raise CheckpointError(str(exc).replace("the STCN network", f"the {name} network", 1)) from None
+        load_state_dict_strict(model, ckpt.state_dict, ckpt.path, network=name)
     return ckpt

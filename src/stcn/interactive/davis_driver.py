@@ -2,9 +2,9 @@
 
 Every interaction runs S2M on the scribbled frame (the latest scribble only, rasterised on the padded
 canvas like MiVOS) and produces a hard (K+1) mask. On the 3rd, 6th and 8th interactions (counter
-schedule [2, 5, 7]) the mask is propagated and fused (:meth:`InteractiveVOS.interact`) and the robot
+schedule [2, 5, 7]) the mask is propagated and fused (:meth:`InteractivePropagation.interact`) and the robot
 may pick any frame next (candidates None); otherwise only the frame's label map changes
-(:meth:`InteractiveVOS.update_mask_only`) and the robot is asked for another scribble on the same frame
+(:meth:`InteractivePropagation.update_mask_only`) and the robot is asked for another scribble on the same frame
 (candidates [t]). One processor per sample (fresh state, also between the scribble sets of a sequence).
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stcn.interactive.davis_session import validate_scribble
+from stcn.interactive.davis_local import validate_scribble
 from stcn.interactive.fusion import FusionNet
+from stcn.interactive.propagation import InteractivePropagation
 from stcn.interactive.s2m import S2M, s2m_mask
 from stcn.interactive.scribbles import davis_scribble_maps
-from stcn.interactive.session import InteractiveVOS
 from stcn.model.network import STCN
 
 PROPAGATE_AT = (2, 5, 7)  # 0-based interaction counts that propagate (MiVOS's schedule)
@@ -36,7 +36,7 @@ class DAVISProcessor:
     def __init__(self, prop_net: STCN, fusion: FusionNet | None, s2m: S2M, frames, num_objects: int, *,
                  schedule: Sequence[int] = PROPAGATE_AT, padded_canvas: bool = True, mem_every: int = 5,
                  top_k: int = 20) -> None:
-        self.vos = InteractiveVOS(prop_net, fusion, frames, num_objects, mem_every=mem_every, top_k=top_k)
+        self.vos = InteractivePropagation(prop_net, fusion, frames, num_objects, mem_every=mem_every, top_k=top_k)
         self.s2m = s2m.eval()
         self.num_objects = num_objects
         self.schedule = list(schedule)

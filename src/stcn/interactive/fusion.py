@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stcn.interactive.aggregate import aggregate_wbg
+from stcn.interactive.checkpoint import load_network
 from stcn.model.memory import affinity, softmax_full
 
 FUSION_IN_CHANNELS = 9  # image (3) + seg1 + seg2 + attn (2) + time (2)
@@ -66,8 +67,6 @@ class FusionNet(nn.Module):
 
 def load_fusion(path: str | os.PathLike, device: str | torch.device = "cpu") -> FusionNet:
     """FusionNet from a checkpoint (weights-only ``.pth`` or ``.safetensors``), strict, eval, on ``device``."""
-    from stcn.interactive.checkpoint import load_network
-
     return load_network(FusionNet, path, device, "FusionNet")
 
 

@@ -16,6 +16,9 @@ from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from stcn.interactive.aggregate import aggregate_wbg
+from stcn.interactive.checkpoint import load_network
+
 S2M_IN_CHANNELS = 6  # image (3) + previous mask + positive + negative scribbles
 
 
@@ -99,9 +102,21 @@ class S2M(nn.Module):
 def load_s2m(path: str | os.PathLike, device: str | torch.device = "cpu") -> S2M:
     """S2M from a checkpoint (weights-only ``.pth`` or ``.safetensors``; e.g. the released ``s2m.pth``),
     loaded strictly, in eval mode on ``device``."""
-    from stcn.interactive.checkpoint import load_network
-
     return load_network(S2M, path, device, "S2M")
+
+
+def s2m_input(
+    image: torch.Tensor, prev_labels: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """The K inputs of S2M: image (1, 3, H, W) normalised and padded; prev_labels (H, W) the label map
+    currently held for the frame (hard: channel 3 of object k = prev_labels == k); pos, neg (K, H, W)
+    -> (K, 6, H, W) float32."""
+    k = pos.shape[0]
+    dtype = image.dtype
+    ids = torch.arange(1, k + 1, device=image.device).view(k, 1, 1)
+    prev = (prev_labels.to(image.device).unsqueeze(0) == ids).to(dtype)
+    guide = torch.stack([prev, pos.to(image.device, dtype), neg.to(image.device, dtype)], dim=1)
+    return torch.cat([image.expand(k, -1, -1, -1), guide], dim=1)
 
 
 @torch.no_grad()
@@ -114,8 +129,5 @@ def s2m_mask(
     Returns (mask, logits): mask (K+1, 1, H, W) = aggregate_wbg(sigmoid(logits), hard=True) (a
     near-one-hot mask: what the propagation receives), logits (K, 1, H, W). The K objects run as one batch.
     """
-    from stcn.interactive.aggregate import aggregate_wbg
-    from stcn.interactive.scribbles import s2m_input
-
     logits = s2m(s2m_input(image, prev_labels, pos, neg))
     return aggregate_wbg(torch.sigmoid(logits), keep_bg=True, hard=True), logits

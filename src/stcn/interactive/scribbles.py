@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from stcn.interactive.s2m import s2m_mask
+
 NO_SCRIBBLE = -1  # DAVIS raster: pixels no path touches
 NO_LABEL = 255  # GUI canvas: pixels no stroke touches
 SCRIBBLE_THICKNESS = 3  # GUI scribble strokes (MiVOS)
@@ -175,20 +177,6 @@ def free_hand(objects_prob: np.ndarray, strokes: Iterable[Stroke], thickness: in
 
 # ---- S2M inputs -------------------------------------------------------------------------------------
 
-def s2m_input(
-    image: torch.Tensor, prev_labels: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
-) -> torch.Tensor:
-    """The K inputs of S2M: image (1, 3, H, W) normalised and padded; prev_labels (H, W) the label map
-    currently held for the frame (hard: channel 3 of object k = prev_labels == k); pos, neg (K, H, W)
-    -> (K, 6, H, W) float32."""
-    k = pos.shape[0]
-    dtype = image.dtype
-    ids = torch.arange(1, k + 1, device=image.device).view(k, 1, 1)
-    prev = (prev_labels.to(image.device).unsqueeze(0) == ids).to(dtype)
-    guide = torch.stack([prev, pos.to(image.device, dtype), neg.to(image.device, dtype)], dim=1)
-    return torch.cat([image.expand(k, -1, -1, -1), guide], dim=1)
-
-
 class ScribbleInteraction:
     """One scribble interaction of the GUI path on one frame (MiVOS's ScribbleInteraction + S2M
     controller): the strokes accumulate on a true-size canvas; every :meth:`predict` re-runs S2M with
@@ -227,7 +215,5 @@ class ScribbleInteraction:
 
     def predict(self, s2m: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
         """S2M on the padded normalised frame (1, 3, Hp, Wp) -> the hard (K+1, 1, Hp, Wp) mask."""
-        from stcn.interactive.s2m import s2m_mask
-
         pos, neg = self.pos_neg()
         return s2m_mask(s2m, image, self.prev_labels, pos, neg)[0]

@@ -12,7 +12,7 @@ import numpy as np
 
 from stcn.data.synthetic import generate_video, write_davis
 from stcn.interactive.robot import ScribbleRobot
-from stcn.utils.files import atomic_write
+from stcn.io.files import atomic_write
 
 __all__ = ["initial_scribble", "write_synthetic_interactive"]
 

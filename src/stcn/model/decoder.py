@@ -34,8 +34,11 @@ def split_conv_weight(conv: nn.Conv2d, start: int, stop: int, cache: dict) -> to
     w = conv.weight
     if torch.compiler.is_compiling():  # traced: the slice is part of the graph (no Python cache)
         return w[:, start:stop]
-    fmt = torch.channels_last if (w.dim() == 4 and not w.is_contiguous()
-                                   and w.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
+    if w.is_inference():
+        # A weight created under torch.inference_mode() has no version counter, so an in-place change
+        # could not be seen: slice it afresh (correct, a little slower; stcn.load_model never makes one).
+        return w.detach()[:, start:stop].contiguous(memory_format=_memory_format(w))
+    fmt = _memory_format(w)
     key = (id(conv), start, stop, w.data_ptr(), w._version, w.dtype, w.device, fmt)
     part = cache.get(key)
     if part is None:
@@ -43,6 +46,11 @@ def split_conv_weight(conv: nn.Conv2d, start: int, stop: int, cache: dict) -> to
             del cache[old]
         part = cache[key] = w.detach()[:, start:stop].contiguous(memory_format=fmt)
     return part
+
+
+def _memory_format(w: torch.Tensor) -> torch.memory_format:
+    channels_last = w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: bool) -> torch.Tensor:

@@ -1,15 +1,14 @@
 """Training checkpoints: written atomically, the last few kept, resumable with weights_only loading."""
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from stcn.errors import CheckpointError
+from stcn.io.files import atomic_file
 
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
 
@@ -31,14 +30,8 @@ def save_checkpoint(run_dir: Path, it: int, state: dict[str, Any], keep: int = 3
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"checkpoint_{it:08d}.pth"
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_file(final) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return final

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from stcn.errors import UserError
+from stcn.inference.device import add_device_argument
 
 STAGE_CHOICES = ("0", "1", "2", "3", "synthetic", "real-static", "real-video")
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--load-network", help="initial weights: a path or a registry name such as demo (a stage-0 "
                                           "checkpoint is widened for stages 1-3)")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
     p.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast instead of float16 (CUDA)")
@@ -80,11 +81,8 @@ def build_dataset(config, args, world: int):
         clip_config = SyntheticClipConfig(crop=config.crop, material=material)
         return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
                               max_skip=functools.partial(_skip_for_index, config, world))
-    try:
-        from stcn.data.training import build_stage_dataset
-    except ImportError:
-        raise UserError(f"stage {config.stage} datasets are not available in this build; use --stage synthetic") \
-            from None
+    from stcn.data.training import build_stage_dataset
+
     return build_stage_dataset(config, args, world)
 
 
@@ -112,11 +110,12 @@ def run(args: argparse.Namespace) -> int:
     if args.run_dir.exists() and not args.resume and (args.run_dir / "checkpoints").exists():
         raise UserError(f"{args.run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
     dataset = build_dataset(config, args, world)
-    device = args.device
-    if world > 1:
-        from stcn.train.distributed import rank_device
+    from stcn.inference.device import resolve_device
 
-        device = rank_device(device)  # cuda -> cuda:LOCAL_RANK
+    # in a multi-process run a bare cuda is this process's GPU, cuda:LOCAL_RANK
+    device = resolve_device(args.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None)
+    if world > 1 and device.type == "cuda":
+        torch.cuda.set_device(device)
     load_network = None
     if args.load_network:
         from stcn.weights.registry import resolve

@@ -33,15 +33,6 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def rank_device(device: str) -> str:
-    """The device of this rank: ``cuda`` becomes ``cuda:<LOCAL_RANK>`` in a multi-process run."""
-    if world_size() > 1 and device in ("cuda", "gpu"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return f"cuda:{local}"
-    return device
-
-
 def init_process_group(device: torch.device) -> None:
     if dist.is_initialized():
         return

@@ -1,4 +1,4 @@
-"""The paper's training stages (DESIGN §5) and the synthetic stage, as overridable presets."""
+"""The paper's training stages and the synthetic stage, as overridable presets."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace

@@ -16,6 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stcn.errors import UserError
+from stcn.io.files import atomic_write
+from stcn.model.input import denormalise
 from stcn.model.network import PRESETS, STCN
 from stcn.train.checkpoints import require_latest_checkpoint, save_checkpoint
 from stcn.train.clip_pass import forward_clip
@@ -129,14 +131,9 @@ class Trainer:
     def write_config(self) -> None:
         if self.rank != 0:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            import yaml
+        import yaml
 
-            text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
-        except ImportError:  # pragma: no cover - PyYAML is a dependency
-            text = json.dumps(self.config.to_dict(), indent=2)
-        (self.run_dir / "config.yaml").write_text(text)
+        atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     def _autocast(self):
         if not self.use_amp:
@@ -147,12 +144,9 @@ class Trainer:
         if self.rank != 0:
             return
         if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-            except ImportError:
-                self._writer = False
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         if self._writer:
             for k, v in scalars.items():
                 self._writer.add_scalar(k, v, self.iteration)
@@ -202,9 +196,7 @@ class Trainer:
     def _images(self) -> dict:
         batch, out = self._last
         frames = batch["rgb"][0].detach().float().cpu()
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        frames = (frames * std + mean).clamp(0, 1)  # (3, 3, H, W)
+        frames = denormalise(frames).clamp(0, 1)  # (3, 3, H, W)
         gt = batch["gt"][0].float().cpu().expand(-1, 3, -1, -1)
         pred = torch.cat([batch["gt"][0, :1].float().cpu(), out["mask_1"][:1].detach().float().cpu(),
                           out["mask_2"][:1].detach().float().cpu()]).expand(-1, 3, -1, -1)

@@ -5,6 +5,9 @@ import numpy as np
 import torch
 
 from stcn.data.synthetic import generate_video
+from stcn.eval.metrics import clip_jf
+from stcn.inference.options import EngineOptions
+from stcn.inference.video import segment_video
 
 
 def synthetic_validation_videos(count: int = 8, *, first_seed: int = 0, num_frames: int = 40, height: int = 240,
@@ -17,17 +20,17 @@ def synthetic_validation_videos(count: int = 8, *, first_seed: int = 0, num_fram
 
 
 @torch.inference_mode()
-def evaluate_synthetic(model: torch.nn.Module, videos, **engine_options) -> dict[str, float]:
-    """Mean J, F and J&F (DAVIS protocol, first/last frames excluded) of ``model`` over ``videos``."""
-    from stcn.demo import demo_jf
-    from stcn.inference import segment_clip
-
+def evaluate_synthetic(model: torch.nn.Module, videos, options: EngineOptions | None = None) -> dict[str, float]:
+    """Mean J, F and J&F (DAVIS protocol, first/last frames excluded) of ``model`` over ``videos``,
+    segmented by :func:`stcn.segment_video` with ``options`` (default: native size, exact fp32)."""
+    options = options or EngineOptions(size=-1, precision="fp32")
     js, fs = [], []
     was_training = model.training
     model.eval()
     for video in videos:
-        pred = segment_clip(model, video.frames, video.labels[0], **engine_options).labels
-        j, f, _ = demo_jf(video.labels, pred, list(video.object_ids))
+        pred = np.stack([r.labels for r in segment_video(video.frames, {0: video.labels[0]}, model=model,
+                                                         options=options)])
+        j, f, _ = clip_jf(video.labels, pred, list(video.object_ids))
         js.append(j)
         fs.append(f)
     model.train(was_training)

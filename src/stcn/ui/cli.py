@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from stcn.errors import UserError
+from stcn.inference.device import add_device_argument
 
 NETWORKS = (("s012", "weights"), ("s2m", "s2m"), ("fusion", "fusion"))  # registry name, option
 
@@ -43,7 +44,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "before the first interaction)")
     parser.add_argument("--out", "-o", type=Path, default=None, metavar="DIR",
                         help="where Save writes masks/ and overlay.mp4 (default: ./<input name>_ui)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
+    add_device_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -54,8 +55,8 @@ def load_frames(path: Path, size: int):
     import cv2
     import numpy as np
 
-    from stcn.inference.io import iter_frames, probe
     from stcn.inference.preprocess import resized_size
+    from stcn.io.frames import iter_frames, probe
 
     if not path.exists():
         raise UserError(f"input not found: {path}")
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         from stcn.ui.server import bind, create_app, url_of
     except ImportError as exc:
         raise UserError(f"stcn ui needs the ui extra ({exc.name} is missing): pip install 'stcn[ui]'") from None
-    from stcn.inference.segment_cli import resolve_device
+    from stcn.inference.device import resolve_device
     from stcn.interactive.api import InteractiveSession
     from stcn.ui.state import UIState
 

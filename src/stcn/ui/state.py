@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stcn.data.palette import DAVIS_PALETTE
 from stcn.errors import UserError
 from stcn.interactive.api import InteractiveSession, PropagationCancelled
+from stcn.io.masks import DAVIS_PALETTE
 
 MAX_OBJECTS = 20
 SessionFactory = Callable[[int], InteractiveSession]  # num_objects -> a fresh session
@@ -234,10 +234,8 @@ class UIState:
         ``out/interactions.json`` (the log) and, with ``overlay``, ``out/overlay.mp4`` (objects in their
         display colours). Returns what was written."""
         def op():
-            from stcn.inference.io import (  # PyAV is imported only here
-                LabelWriter,
-                OverlayWriter,
-            )
+            from stcn.io.files import atomic_write
+            from stcn.io.writers import LabelWriter, OverlayWriter  # PyAV is imported only here
 
             masks = self.session.masks()
             folder = self.out / "masks"
@@ -248,7 +246,7 @@ class UIState:
             with LabelWriter(folder) as writer:
                 for name, labels in zip(self.names, masks):
                     writer.write(name, labels)
-            (self.out / "interactions.json").write_text(json.dumps(self.log, indent=1))
+            atomic_write(self.out / "interactions.json", json.dumps(self.log, indent=1))
             written = {"masks": str(folder), "count": len(masks), "log": str(self.out / "interactions.json")}
             if overlay:
                 palette = DAVIS_PALETTE.copy()

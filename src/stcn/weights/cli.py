@@ -64,13 +64,23 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _download(args: argparse.Namespace) -> None:
-    from stcn.weights.download import download_weights
+    from stcn.weights.download import INTERACTIVE_NETWORKS, download_weights
 
+    check = None
+    if args.name in INTERACTIVE_NETWORKS:  # the command (above both packages) knows MiVOS's networks
+        from stcn.interactive.checkpoint import verify_checkpoint
+        from stcn.interactive.fusion import FusionNet
+        from stcn.interactive.s2m import S2M
+
+        build, label = {"s2m": (S2M, "S2M"), "fusion": (FusionNet, "FusionNet")}[args.name]
+
+        def check(p):
+            return verify_checkpoint(build, p, label)
     path = registry.cached_path(args.name)
     if path.is_file() and not args.force:
         print(f"{args.name} is already downloaded: {path}", file=sys.stderr)
     else:
-        path = download_weights(args.name, force=args.force, progress=not args.quiet)
+        path = download_weights(args.name, force=args.force, progress=not args.quiet, check=check)
     print(path)
 
 

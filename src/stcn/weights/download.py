@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from stcn.errors import UserError
 from stcn.utils.download import download_file
 from stcn.weights import registry
 from stcn.weights.io import Checkpoint, checkpoint_config, load_state_dict_strict, read_checkpoint
+
+#: MiVOS's networks in the registry: not STCN checkpoints, checked by the caller's ``check``.
+INTERACTIVE_NETWORKS = ("s2m", "fusion")
 
 
 def verify_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -34,12 +38,14 @@ def verify_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return ckpt
 
 
-def download_weights(name: str = registry.DEFAULT, *, force: bool = False, progress: bool = True) -> Path:
+def download_weights(name: str = registry.DEFAULT, *, force: bool = False, progress: bool = True,
+                     check: Callable[[Path], object] | None = None) -> Path:
     """Make sure checkpoint ``name`` is in the cache and return its path.
 
     Already there and not ``force``: nothing is downloaded. Otherwise the file is downloaded (continuing
     a partial download unless ``force``), checked (sha256 when the registry knows it, and that it is an
-    STCN checkpoint), then moved into place.
+    STCN checkpoint, or ``check(path)`` for other networks: the caller that knows them passes it), then
+    moved into place.
     """
     entry = registry.get(name)
     path = registry.cached_path(name)
@@ -50,14 +56,7 @@ def download_weights(name: str = registry.DEFAULT, *, force: bool = False, progr
     if path.is_file() and not force:
         return path
     assert entry.url is not None
-    check = None
-    if Path(entry.filename).suffix in (".pth", ".pt"):
-        if name in ("s2m", "fusion"):  # MiVOS's networks, not STCN checkpoints
-            from stcn.interactive.checkpoint import verify_checkpoint as verify_interactive
-
-            def check(p: Path) -> None:
-                verify_interactive(name, p)
-        else:
-            check = verify_checkpoint
+    if check is None and Path(entry.filename).suffix in (".pth", ".pt") and name not in INTERACTIVE_NETWORKS:
+        check = verify_checkpoint
     return download_file(entry.url, path, sha256=entry.sha256, progress=progress, resume=not force, check=check,
                          desc=entry.filename)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from stcn.errors import CheckpointError
+from stcn.io.files import atomic_file
 
 FIRST_VALUE_CONV = "value_encoder.conv1.weight"
 MULTI_OBJECT_IN_CHANNELS = 5  # image (3) + this object's mask + the others' mask
@@ -143,12 +143,14 @@ def widen_single_object(state_dict: "OrderedDict[str, torch.Tensor]") -> "Ordere
 
 
 def load_state_dict_strict(
-    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, *, assign: bool = False
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, *, assign: bool = False,
+    network: str = "STCN",
 ) -> None:
     """Load ``state_dict`` into ``module``, refusing any missing, unexpected or mis-shaped key.
 
-    The error lists the first few names of each kind and names ``source``. ``assign=True`` adopts the
-    tensors themselves (for a module built on the ``meta`` device), cast to the module's dtypes.
+    The error lists the first few names of each kind and names ``source`` and the ``network``.
+    ``assign=True`` adopts the tensors themselves (for a module built on the ``meta`` device), cast to
+    the module's dtypes.
     """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -164,7 +166,7 @@ def load_state_dict_strict(
             more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:_SHOW])}{more}")
     if problems:
-        raise CheckpointError(f"{source}: does not match the STCN network: " + "; ".join(problems))
+        raise CheckpointError(f"{source}: does not match the {network} network: " + "; ".join(problems))
     if assign:
         state_dict = {k: v.to(expected[k].dtype) for k, v in state_dict.items()}
     module.load_state_dict(state_dict, strict=True, assign=assign)
@@ -178,9 +180,21 @@ def load_model(
 ) -> torch.nn.Module:
     """Build the STCN network from a checkpoint and return it in eval mode on ``device``.
 
-    A stage-0 single-object checkpoint is widened to the multi-object network (zero 'others' channel)
-    unless ``single_object=True`` asks for the single-object network itself.
+    ``path`` is what ``--weights`` takes: a checkpoint file (.pth / .safetensors) or a registry name
+    such as ``"demo"`` (``stcn weights list``). A stage-0 single-object checkpoint is widened to the
+    multi-object network (zero 'others' channel) unless ``single_object=True`` asks for the
+    single-object network itself. The weights are ordinary tensors even when called inside
+    ``torch.inference_mode()``, so the model may later be trained or changed in place.
     """
+    from stcn.weights import registry
+
+    if not Path(path).exists() and str(path) in registry.REGISTRY:
+        path = registry.resolve(str(path), option="stcn.load_model")
+    with torch.inference_mode(False):
+        return _build(path, device, single_object)
+
+
+def _build(path: str | os.PathLike, device: str | torch.device, single_object: bool) -> torch.nn.Module:
     from stcn.model.network import STCN
 
     ckpt = read_checkpoint(path)
@@ -196,12 +210,6 @@ def load_model(
     return model.to(device).eval()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_safetensors(
     state_dict: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> Path:
@@ -213,15 +221,8 @@ def save_safetensors(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -8,7 +8,7 @@ Dataset layout (DAVIS 2017; ROOT may also be the folder holding ``trainval/``)::
     ROOT/Annotations/480p/<seq>/*.png      ground truth of every frame (ids 1..K, K = frame 0's max id)
     ROOT/Scribbles/<seq>/NNN.json          the initial ("human") scribbles, one sample each
 
-Protocol (:class:`LocalSession`): samples = (sequence, scribble index) pairs in list order. ``next()``
+Protocol (:class:`LocalDavisServer`): samples = (sequence, scribble index) pairs in list order. ``next()``
 moves to the next sample once the current one has ``max_interactions`` submissions or has run longer
 than ``max_time * K`` seconds (wall clock since the sample started); ``get_scribbles`` returns the
 sample's human scribble first, then the robot's latest (``only_last=True``) or every scribble so far
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from stcn.errors import DataError
-from stcn.eval.datasets import list_frames, resolve_davis_root
+from stcn.eval.datasets import resolve_davis_root, video_frames
 from stcn.interactive.protocol import (
     REPORT_COLUMNS,
     batched_scores,
@@ -40,8 +40,11 @@ from stcn.interactive.protocol import (
     summarize_report,
 )
 from stcn.interactive.robot import ScribbleRobot
+from stcn.io.frames import read_rgb
+from stcn.io.masks import read_label_png
 
-__all__ = ["MAX_INTERACTIONS", "MAX_TIME", "DavisInteractiveData", "DavisSequence", "LocalSession", "validate_scribble"]
+__all__ = ["MAX_INTERACTIONS", "MAX_TIME", "DavisInteractiveData", "DavisSequence", "LocalDavisServer",
+           "validate_scribble"]
 
 MAX_TIME = 600  # seconds per object: the benchmark clips max_time to this
 MAX_INTERACTIONS = 16  # and the number of interactions to this
@@ -97,16 +100,6 @@ class DavisSequence:
         return len(self.frames)
 
 
-def _read_labels(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise DataError(f"annotation {path} is not a palette / greyscale PNG of object ids")
-            return np.array(im)
-    except OSError as exc:
-        raise DataError(f"cannot read annotation {path}: {exc}") from None
-
-
 class DavisInteractiveData:
     """The sequences of ``ImageSets/<year>/<split>.txt`` with their annotations and scribbles, checked
     up front (DataError naming the first problem). ``sequences`` limits the set to those names."""
@@ -131,7 +124,7 @@ class DavisInteractiveData:
 
     @staticmethod
     def _sequence(base: Path, name: str) -> DavisSequence:
-        frames = list_frames(base / "JPEGImages" / "480p" / name, f"{name}: frame folder")
+        frames = video_frames(base / "JPEGImages" / "480p" / name, f"{name}: frame folder")
         ann_dir = base / "Annotations" / "480p" / name
         annotations = tuple(ann_dir / (f.stem + ".png") for f in frames)
         missing = [a for a in annotations if not a.is_file()]
@@ -147,7 +140,7 @@ class DavisInteractiveData:
                 scribbles[int(p.stem)] = p
         if not scribbles:
             raise DataError(f"{name}: no scribble file (NNN.json) in {scribble_dir}")
-        first = _read_labels(annotations[0])
+        first = _read_labels_png(annotations[0])
         with Image.open(frames[0]) as im:
             size = (im.height, im.width)
         if first.shape != size:
@@ -174,12 +167,12 @@ class DavisInteractiveData:
 
     def frames(self, name: str) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB frames."""
-        return np.stack([_read_rgb(p) for p in self.sequences[name].frames])
+        return np.stack([read_rgb(p) for p in self.sequences[name].frames])
 
     def annotations(self, name: str) -> np.ndarray:
         """(T, H, W) uint8 ground-truth label maps."""
         seq = self.sequences[name]
-        labels = [_read_labels(p) for p in seq.annotations]
+        labels = [_read_labels_png(p) for p in seq.annotations]
         if any(a.shape != labels[0].shape for a in labels):
             raise DataError(f"{name}: annotations differ in size")
         return np.stack(labels)
@@ -192,12 +185,8 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"cannot read scribble {path}: {exc}") from None
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except OSError as exc:
-        raise DataError(f"cannot read frame {path}: {exc}") from None
+def _read_labels_png(path: Path) -> np.ndarray:
+    return read_label_png(path, "annotation")[0]
 
 
 def merge_scribbles(scribbles: Sequence[dict]) -> dict:
@@ -209,10 +198,10 @@ def merge_scribbles(scribbles: Sequence[dict]) -> dict:
     return {"scribbles": frames, "sequence": scribbles[0].get("sequence")}
 
 
-class LocalSession:
+class LocalDavisServer:
     """The benchmark loop over a :class:`DavisInteractiveData`::
 
-        session = LocalSession(data, max_time=240, max_interactions=8)
+        session = LocalDavisServer(data, max_time=240, max_interactions=8)
         while session.next():
             seq, scribble, new_sequence = session.get_scribbles(only_last=True)
             session.submit_masks(pred, next_candidates)      # pred (T, H, W) label maps

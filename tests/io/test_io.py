@@ -1,4 +1,4 @@
-"""Readers and writers of stcn.inference.io: frame folders and videos in, label PNGs, probabilities and
+"""Readers and writers of stcn.io: frame folders and videos in, label PNGs, probabilities and
 overlay videos out, staged output folders. No network model here: everything is small and fast."""
 from __future__ import annotations
 
@@ -11,20 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stcn.data.palette import DAVIS_PALETTE, save_label_png
 from stcn.errors import DataError
-from stcn.inference.io import (
-    LabelWriter,
-    OverlayWriter,
-    count_frames,
-    iter_frames,
-    overlay_frame,
-    pick_video_encoder,
-    probe,
-    read_mask,
-    read_masks,
-    staged_output,
-)
+from stcn.io.files import staged_output
+from stcn.io.frames import count_frames, iter_frames, probe
+from stcn.io.masks import DAVIS_PALETTE, read_label_png, read_masks, save_label_png
+from stcn.io.writers import LabelWriter, OverlayWriter, overlay_frame, pick_video_encoder
 
 
 def _frames(n: int, h: int = 32, w: int = 48, seed: int = 0) -> np.ndarray:
@@ -184,13 +175,13 @@ def test_mask_errors(tmp_path):
     big[0, 0] = 300
     Image.fromarray(big).save(tmp_path / "big.png")
     with pytest.raises(DataError, match="at most 255 objects"):
-        read_mask(tmp_path / "big.png")
+        read_label_png(tmp_path / "big.png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(DataError, match="colour image"):
-        read_mask(tmp_path / "rgb.png")
+        read_label_png(tmp_path / "rgb.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError, match="broken.png"):
-        read_mask(tmp_path / "broken.png")
+        read_label_png(tmp_path / "broken.png")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no mask PNGs"):

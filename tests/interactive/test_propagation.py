@@ -14,7 +14,7 @@ from interactive_data import INPUTS, INTERACTIVE, K, labels, load_npz
 from PIL import Image
 
 from stcn.interactive import aggregate_wbg
-from stcn.interactive.session import InteractiveVOS
+from stcn.interactive.propagation import InteractivePropagation
 
 PROB_TOL = 5e-4
 ROUNDS = (3, 9, 6)
@@ -36,7 +36,7 @@ def rounds(mo_model, fusion_model):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # module-scoped: set up before the autouse one_thread fixture
     try:
-        vos = InteractiveVOS(mo_model, fusion_model, _video(), K)
+        vos = InteractivePropagation(mo_model, fusion_model, _video(), K)
         vos.fusion_inputs = {}
         out = []
         for t in ROUNDS:
@@ -94,7 +94,7 @@ def test_fusion_inputs_of_round_3(rounds):
 
 
 def test_update_mask_only_leaves_prob(mo_model):
-    vos = InteractiveVOS(mo_model, None, _video()[:3], K)
+    vos = InteractivePropagation(mo_model, None, _video()[:3], K)
     mask = _round_mask(1)
     before = vos.prob.clone()
     got = vos.update_mask_only(mask, 1)

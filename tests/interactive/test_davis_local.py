@@ -24,7 +24,7 @@ from PIL import Image
 
 from stcn.interactive import aggregate_wbg
 from stcn.interactive.davis_driver import DAVISProcessor
-from stcn.interactive.davis_session import DavisInteractiveData, LocalSession
+from stcn.interactive.davis_local import DavisInteractiveData, LocalDavisServer
 
 TOL = 1e-12
 LOGIT_TOL = 1e-4
@@ -89,7 +89,7 @@ def test_session_reproduces_report_robot_and_summary(synth_root):
     clock = _Clock()
     data = DavisInteractiveData(synth_root)
     assert data.samples == [("synth", 1)] and data.sequences["synth"].num_objects == K
-    session = LocalSession(data, max_time=240, max_interactions=N, clock=clock)
+    session = LocalDavisServer(data, max_time=240, max_interactions=N, clock=clock)
     i = 0
     while session.next():
         seq, scribble, new = session.get_scribbles(only_last=True)
@@ -117,7 +117,7 @@ def test_session_reproduces_report_robot_and_summary(synth_root):
 
 def test_timeout_discards_and_moves_on(synth_root):
     clock = _Clock()
-    session = LocalSession(DavisInteractiveData(synth_root), max_time=10, max_interactions=N, clock=clock)
+    session = LocalDavisServer(DavisInteractiveData(synth_root), max_time=10, max_interactions=N, clock=clock)
     ref = load_npz("session_replay.npz")
     assert session.next()
     session.get_scribbles(only_last=True)

@@ -1,6 +1,6 @@
 """The interactive propagation core of MiVOS with STCN: Interact -> Propagate -> Fuse.
 
-    vos = InteractiveVOS(stcn_model, fusion_net, frames, num_objects=K)   # frames: T x H x W x 3 uint8
+    vos = InteractivePropagation(stcn_model, fusion_net, frames, num_objects=K)   # frames: T x H x W x 3 uint8
     labels = vos.interact(mask, t)        # mask (K+1, H, W) or (K+1, 1, H, W): e.g. S2M's hard mask
     labels = vos.update_mask_only(mask, t)  # show an interaction's result without propagating it
 
@@ -61,7 +61,7 @@ class RoundTrace:
     interacted: list[int]
 
 
-class InteractiveVOS:
+class InteractivePropagation:
     """MiVOS's interactive core (InferenceCore of the MiVOS-STCN branch) on our STCN network.
 
     Args:

@@ -1,0 +1,200 @@
+"""Segment a video on disk into label PNGs (and optionally probabilities and an overlay video): what
+``stcn segment`` runs, as a Python function.
+
+    >>> from stcn.inference.segment import segment
+    >>> segment("clip.mp4", "first.png", "masks/", weights="demo").summary()
+
+Streaming: frames are decoded on a background thread and outputs written on background threads, each
+through a small bounded queue, so memory does not grow with the video's length (only STCN's memory
+frames do). Outputs are written into a hidden folder next to ``out`` and moved into place at the end:
+a failed or interrupted run leaves nothing behind. The frames go through :func:`stcn.segment_video`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stcn.errors import DataError, UserError
+from stcn.inference.device import resolve_device
+from stcn.inference.options import EngineOptions
+
+__all__ = ["OVERLAY_EXTENSIONS", "SegmentResult", "segment"]
+
+OVERLAY_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi")
+
+
+@dataclass
+class SegmentResult:
+    """What a :func:`segment` run did. ``fps`` counts processing only (reading and writing excluded)."""
+
+    out: Path
+    num_frames: int
+    object_ids: list[int]
+    width: int
+    height: int
+    processed_size: tuple[int, int]  # (height, width) the network saw, before padding
+    device: str
+    seconds: float
+    overlay: Path | None = None
+    overlay_codec: str | None = None
+    probs: bool = False
+    warnings: list[str] = field(default_factory=list)
+    max_memory_frames: int | None = None  # None: unbounded (the paper)
+    memory_note: str | None = None
+    options: EngineOptions | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.num_frames / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        ids = ", ".join(map(str, self.object_ids)) or "none"
+        ph, pw = self.processed_size
+        lines = [
+            f"frames: {self.num_frames}, objects: {len(self.object_ids)} (ids {ids}), "
+            f"resolution: {self.width}x{self.height} (processed at {pw}x{ph}), device: {self.device}, "
+            f"speed: {self.fps:.2f} FPS (processing only, I/O excluded)",
+            f"masks: {self.out}" + (f" (probabilities in {self.out / 'probs'})" if self.probs else ""),
+        ]
+        if self.memory_note is not None:
+            lines.append(self.memory_note)
+        if self.options is not None:
+            lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in self.options.to_dict().items()))
+        if self.overlay is not None:
+            lines.append(f"overlay: {self.overlay} ({self.overlay_codec})")
+        return "\n".join(lines)
+
+
+def _overlay_target(overlay: Path, out: Path, force: bool):
+    """Check --overlay; return (path relative to the output folder, or None if outside it)."""
+    if overlay.suffix.lower() not in OVERLAY_EXTENSIONS:
+        raise DataError(f"--overlay {overlay}: use one of {', '.join(OVERLAY_EXTENSIONS)}")
+    if overlay.is_dir():
+        raise DataError(f"--overlay {overlay}: is a folder")
+    if overlay.exists() and not force:
+        raise DataError(f"--overlay {overlay}: the file exists; pass --force to replace it")
+    try:
+        return overlay.resolve().relative_to(out.resolve())
+    except ValueError:
+        pass
+    if not overlay.parent.is_dir():
+        raise DataError(f"--overlay {overlay}: the folder {overlay.parent} does not exist")
+    return None
+
+
+def segment(
+    input: str | os.PathLike,
+    mask: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    model=None,
+    options: EngineOptions | None = None,
+    overlay: str | os.PathLike | None = None,
+    fps: float | None = None,
+    save_probs: bool = False,
+    device: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> SegmentResult:
+    """Segment ``input`` (frame folder or video file) from ``mask`` (PNG or folder) into ``out``.
+
+    ``model`` (an STCN on its device) skips loading ``weights`` (a path or a registry name).
+    ``options``: :class:`EngineOptions` (default size 480, as ``stcn segment``). Everything is written
+    into a hidden sibling of ``out`` and published at the end; on any error nothing is left behind.
+    Raises :class:`UserError` subclasses (DataError, CheckpointError) for bad inputs.
+    """
+    from stcn.io.files import staged_output
+    from stcn.io.frames import probe
+    from stcn.io.writers import LabelWriter, OverlayWriter, pick_video_encoder
+
+    options = options or EngineOptions()
+    if fps is not None and not fps > 0:
+        raise UserError(f"--fps must be positive, not {fps}")
+    input, mask, out = Path(input), Path(mask), Path(out)
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    # Everything that can be checked cheaply is checked before anything is created or loaded.
+    if model is None:
+        from stcn.weights import registry
+
+        weights_path = registry.resolve(weights)
+    torch_device = resolve_device(device) if model is None else next(model.parameters()).device
+    for name, folder in (("INPUT", input), ("--mask", mask)):
+        if folder.is_dir() and out.resolve() == folder.resolve():
+            raise DataError(f"--out {out} is the {name} folder; write the masks into another folder")
+    info = probe(input)
+    overlay_path = Path(overlay) if overlay is not None else None
+    overlay_rel = _overlay_target(overlay_path, out, force) if overlay_path is not None else None
+    codec = pick_video_encoder() if overlay_path is not None else None
+
+    from tqdm import tqdm
+
+    from stcn.inference.preprocess import resized_size
+    from stcn.inference.video import segment_video
+    from stcn.io.masks import match_masks, read_masks
+
+    _, palette = match_masks(read_masks(mask), info, mask, lambda message: None)
+    label_writer = overlay_writer = None
+    bar = None
+    results = None
+    seconds, count, object_ids = 0.0, 0, []
+    bound, memory_note = options.memory_bound(info.num_frames)
+    try:
+        with staged_output(out, force=force) as stage:
+            try:
+                if model is None:
+                    from stcn.weights.io import load_model
+
+                    model = load_model(weights_path, torch_device)
+                results = segment_video(info, mask, model=model, options=options, warn=note)
+                label_writer = LabelWriter(stage, palette)
+                if overlay_path is not None:
+                    # inside --out it is staged with the masks; elsewhere it is written aside and renamed
+                    target = overlay_path if overlay_rel is None else stage / overlay_rel
+                    if overlay_rel is not None:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                    overlay_writer = OverlayWriter(
+                        target, width=info.width, height=info.height, fps=fps or info.fps or 24,
+                        palette=palette, codec=codec, atomic=overlay_rel is None,
+                    )
+                bar = tqdm(total=info.num_frames, unit="frame", desc=input.name, leave=False,
+                           disable=True if not progress else None, file=sys.stderr, dynamic_ncols=True)
+                for r in results:
+                    probs_out = r.probs.float().cpu().numpy() if save_probs else None
+                    seconds += r.seconds
+                    label_writer.write(r.name, r.labels, probs_out, list(r.object_ids))
+                    if overlay_writer is not None:
+                        overlay_writer.write(r.image, r.labels)
+                    count += 1
+                    object_ids = list(r.object_ids)
+                    bar.update()
+                label_writer.close()
+                if overlay_writer is not None:
+                    overlay_writer.close()
+            except BaseException:
+                for writer in (label_writer, overlay_writer):
+                    if writer is not None:
+                        writer.abort()
+                raise
+    finally:
+        if results is not None:
+            results.close()
+        if bar is not None:
+            bar.close()
+    processed = resized_size(info.height, info.width, options.size)
+    return SegmentResult(
+        out=out, num_frames=count, object_ids=object_ids, width=info.width, height=info.height,
+        processed_size=processed, device=str(torch_device), seconds=seconds, overlay=overlay_path,
+        overlay_codec=codec, probs=save_probs, warnings=warnings, max_memory_frames=bound,
+        memory_note=memory_note, options=options,
+    )
