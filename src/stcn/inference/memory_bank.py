@@ -7,7 +7,7 @@ object, as the original's YouTube-VOS path keeps, without recomputing the affini
 
 Storage. Entries live in slots of preallocated tensors: keys (1, C_k, S*hw), their squared norms,
 and values **position-major** (objects, S*hw, C_v), so that a top-k read gathers contiguous rows of
-C_v floats (:func:`stcn.model.memory.read_memory_pm`). Adding a frame writes one slot: nothing is
+C_v floats (:func:`stcn.model.topk_read.read_memory_blocked`). Adding a frame writes one slot: nothing is
 concatenated per frame. Unbounded, the slot capacity doubles when full (amortised copies); bounded
 (``max_frames``), the capacity is fixed at ``max_frames`` + 1 (the ``include_last`` slot) and an
 evicted frame's slot is overwritten in place, so the bank's memory never grows after it fills.
@@ -29,7 +29,10 @@ from typing import Literal
 
 import torch
 
-from stcn.model.memory import DEFAULT_READ_BUDGET, Similarity, auto_query_chunk, read_memory, read_memory_pm
+from stcn.model.memory import DEFAULT_READ_BUDGET, Similarity, auto_query_chunk, read_memory
+from stcn.model.topk_read import DEFAULT_BLOCK as BLOCK
+from stcn.model.topk_read import DEFAULT_QUERY_BLOCK as QUERY_BLOCK
+from stcn.model.topk_read import read_memory_blocked
 
 Policy = Literal["least_used", "oldest"]
 POLICIES: tuple[str, ...] = ("least_used", "oldest")
@@ -273,16 +276,19 @@ class MemoryBank:
             out = read_memory(self._keys[:, :, :used], values.transpose(1, 2), query, top_k=None,
                               similarity=self.similarity, valid=valid, query_chunk=self.query_chunk)
             return out.view(len(object_ids), -1, h, w)
+        # Blocked affinity (stcn.model.topk_read): a block of query x memory positions at a time, so the
+        # read's working memory and its cost per memory position do not grow with the memory.
         copies = 1 + (len(object_ids) if valid is not None else 0)
-        chunk = min(self.query_chunk or auto_query_chunk(used, m, copies, self.read_budget), m)
-        workspace = self._workspace_for(copies * chunk * used, query)
+        block = min(BLOCK, used)
+        chunk = min(self.query_chunk or auto_query_chunk(block, m, copies, self.read_budget), m, QUERY_BLOCK)
+        workspace = self._workspace_for(chunk * block, query)
         usage = None
         if self.max_frames is not None and self.policy == "least_used":
             usage = torch.zeros(len(self._entries), dtype=torch.float64, device=query.device)
-        out = read_memory_pm(
+        out = read_memory_blocked(
             self._keys[:, :, :used], values, query, top_k=self.top_k, similarity=self.similarity,
-            valid=valid, query_chunk=chunk, mem_sq=self._sq[:, :used] if self.similarity == "l2" else None,
-            usage=usage, slot_positions=self._hw, workspace=workspace,
+            valid=valid, mem_sq=self._sq[:, :used] if self.similarity == "l2" else None,
+            usage=usage, slot_positions=self._hw, block=block, query_block=chunk, workspace=workspace,
         )
         if usage is not None:
             for e, u in zip(self._entries, usage.tolist()):
