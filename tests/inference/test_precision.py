@@ -139,3 +139,20 @@ def test_cuda_auto_runs_fp16_autocast():
     conv = torch.nn.Conv2d(8, 8, 3).to(device)
     with torch.autocast("cuda", dtype=P.DTYPES["fp16"]):
         assert conv(torch.randn(1, 8, 16, 16, device=device)).dtype == torch.float16
+
+
+def test_inference_core_takes_a_precision(fake):
+    from stcn.inference import InferenceCore
+    from stcn.model import PRESETS, STCN
+
+    model = STCN(PRESETS["small"]).eval()
+    assert InferenceCore(model).precision == "fp32"  # exact unless asked
+    assert InferenceCore(model, amp=True).precision == "bf16"
+    fake(flags=AVX2, mkldnn=False)
+    core = InferenceCore(model, precision="auto")
+    assert core.precision == "fp32" and not core.amp
+    fake(flags=AVX512 | {"avx512_bf16"}, mkldnn=True)
+    core = InferenceCore(model, precision="auto")
+    assert core.precision == "bf16" and core.amp
+    with pytest.raises(UserError):
+        InferenceCore(model, precision="fp16")

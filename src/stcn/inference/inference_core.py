@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from stcn.inference.memory_bank import MemoryBank, Policy
+from stcn.inference.precision import DTYPES, resolve_precision
 from stcn.inference.preprocess import (
     pad,
     pad_amounts,
@@ -90,6 +91,9 @@ class InferenceCore:
         channels_last: run the network channels-last (default: on CPU, where it is faster).
         compile: ``torch.compile`` the network's per-frame parts (fast mode; first frames compile).
             True uses the default backend (inductor); a string names another backend.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the networks
+            (:func:`stcn.inference.precision.resolve_precision`; the memory read stays float32). None
+            (default): ``amp`` decides (fp32 unless ``amp=True``). The chosen mode is ``self.precision``.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class InferenceCore:
         work_memory_mb: float = DEFAULT_WORK_MEMORY_MB,
         channels_last: bool | None = None,
         compile: bool | str = False,
+        precision: str | None = None,
     ) -> None:
         if mem_every < 1:
             raise ValueError("mem_every must be >= 1")
@@ -120,7 +125,12 @@ class InferenceCore:
         self.mem_every = mem_every
         self.include_last = include_last
         self.size = size
-        self.amp = amp
+        if precision is None:
+            precision = ("fp16" if self.device.type == "cuda" else "bf16") if amp else "fp32"
+        else:
+            precision = resolve_precision(precision, self.device)
+        self.precision = precision
+        self.amp = precision != "fp32"
         self.work_memory = int(work_memory_mb * 2**20)
         self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
         self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk,
@@ -137,8 +147,7 @@ class InferenceCore:
     def _autocast(self):
         if not self.amp:
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 
     def _object_batch(self, pixels: int) -> int:
         """Objects per decoder / value-encoder batch that fit the work-memory budget."""

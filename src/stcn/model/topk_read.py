@@ -127,7 +127,7 @@ def read_memory_blocked(
     ``block`` x ``query_block`` is the affinity block instead of a budgeted query chunk). ``usage`` (S,)
     accumulates per memory slot of ``slot_positions`` positions the top-k weight it received."""
     objects = mem_value.shape[0]
-    n, m = mem_key.shape[2], query_key.shape[2]
+    m = query_key.shape[2]
     if valid is not None and bool(valid.all()):
         valid = None
     if similarity == "l2" and mem_sq is None:
