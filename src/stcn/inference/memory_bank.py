@@ -7,7 +7,7 @@ object, as the original's YouTube-VOS path keeps, without recomputing the affini
 
 Storage. Entries live in slots of preallocated tensors: keys (1, C_k, S*hw), their squared norms,
 and values **position-major** (objects, S*hw, C_v), so that a top-k read gathers contiguous rows of
-C_v floats (:func:`stcn.model.topk_read.read_memory_blocked`). Adding a frame writes one slot: nothing is
+C_v floats (:func:`stcn.model.memory.read_memory_pm`). Adding a frame writes one slot: nothing is
 concatenated per frame. Unbounded, the slot capacity doubles when full (amortised copies); bounded
 (``max_frames``), the capacity is fixed at ``max_frames`` + 1 (the ``include_last`` slot) and an
 evicted frame's slot is overwritten in place, so the bank's memory never grows after it fills.
@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from stcn.model.memory import DEFAULT_READ_BUDGET, Similarity, auto_query_chunk, read_memory
+from stcn.model.memory import DEFAULT_READ_BUDGET, Similarity, auto_query_chunk, read_memory, read_memory_pm
 from stcn.model.topk_read import DEFAULT_BLOCK as BLOCK
 from stcn.model.topk_read import DEFAULT_QUERY_BLOCK as QUERY_BLOCK
 from stcn.model.topk_read import read_memory_blocked
@@ -64,6 +64,8 @@ class MemoryBank:
         max_frames: bound on the permanent entries (None: unbounded, the paper).
         policy: ``"least_used"`` or ``"oldest"`` (which frame a full bank evicts).
         read_budget: bytes of affinity per read chunk (default 64 MiB); bounds a read's peak memory.
+        blocked_read: read through :func:`stcn.model.topk_read.read_memory_blocked` (same output; its
+            speed is still to be measured on an idle host, so it is off by default).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class MemoryBank:
         max_frames: int | None = None,
         policy: Policy = "least_used",
         read_budget: int | None = None,
+        blocked_read: bool = False,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ValueError("max_frames must be >= 1 (or None for unbounded memory)")
@@ -86,6 +89,7 @@ class MemoryBank:
         self.max_frames = max_frames
         self.policy = policy
         self.read_budget = DEFAULT_READ_BUDGET if read_budget is None else int(read_budget)
+        self.blocked_read = blocked_read
         self._entries: list[_Entry] = []
         self._counter = 0
         self.evicted: list[int] = []  # frames evicted so far, in order
@@ -276,20 +280,27 @@ class MemoryBank:
             out = read_memory(self._keys[:, :, :used], values.transpose(1, 2), query, top_k=None,
                               similarity=self.similarity, valid=valid, query_chunk=self.query_chunk)
             return out.view(len(object_ids), -1, h, w)
-        # Blocked affinity (stcn.model.topk_read): a block of query x memory positions at a time, so the
-        # read's working memory and its cost per memory position do not grow with the memory.
         copies = 1 + (len(object_ids) if valid is not None else 0)
-        block = min(BLOCK, used)
-        chunk = min(self.query_chunk or auto_query_chunk(block, m, copies, self.read_budget), m, QUERY_BLOCK)
-        workspace = self._workspace_for(chunk * block, query)
         usage = None
         if self.max_frames is not None and self.policy == "least_used":
             usage = torch.zeros(len(self._entries), dtype=torch.float64, device=query.device)
-        out = read_memory_blocked(
-            self._keys[:, :, :used], values, query, top_k=self.top_k, similarity=self.similarity,
-            valid=valid, mem_sq=self._sq[:, :used] if self.similarity == "l2" else None,
-            usage=usage, slot_positions=self._hw, block=block, query_block=chunk, workspace=workspace,
-        )
+        mem_sq = self._sq[:, :used] if self.similarity == "l2" else None
+        if self.blocked_read:
+            # a cache-sized block of query x memory positions at a time (stcn.model.topk_read)
+            block = min(BLOCK, used)
+            chunk = min(self.query_chunk or auto_query_chunk(block, m, copies, self.read_budget), m, QUERY_BLOCK)
+            out = read_memory_blocked(
+                self._keys[:, :, :used], values, query, top_k=self.top_k, similarity=self.similarity,
+                valid=valid, mem_sq=mem_sq, usage=usage, slot_positions=self._hw, block=block,
+                query_block=chunk, workspace=self._workspace_for(chunk * block, query),
+            )
+        else:
+            chunk = min(self.query_chunk or auto_query_chunk(used, m, copies, self.read_budget), m)
+            out = read_memory_pm(
+                self._keys[:, :, :used], values, query, top_k=self.top_k, similarity=self.similarity,
+                valid=valid, query_chunk=chunk, mem_sq=mem_sq, usage=usage, slot_positions=self._hw,
+                workspace=self._workspace_for(copies * chunk * used, query),
+            )
         if usage is not None:
             for e, u in zip(self._entries, usage.tolist()):
                 e.usage += u
