@@ -76,7 +76,7 @@ def test_blocked_bank_read_matches_the_one_gemm_read():
     # 480p-sized frames (30x54 positions), five memory frames, an object that appeared late
     g = torch.Generator().manual_seed(5)
     h, w = 30, 54
-    bank = MemoryBank(top_k=20, max_frames=8, blocked_read=True)
+    bank = MemoryBank(top_k=20, max_frames=8)  # blocked read: the default
     for t in range(5):
         objects = (1,) if t < 2 else (1, 2)
         bank.add(5 * t, 3 * torch.randn(1, 64, h, w, generator=g),

@@ -65,7 +65,7 @@ class MemoryBank:
         policy: ``"least_used"`` or ``"oldest"`` (which frame a full bank evicts).
         read_budget: bytes of affinity per read chunk (default 64 MiB); bounds a read's peak memory.
         blocked_read: read through :func:`stcn.model.topk_read.read_memory_blocked` (same output; its
-            speed is still to be measured on an idle host, so it is off by default).
+            1.2-1.4x faster than the one-GEMM read at 480p, benchmarks/RESULTS.md; False: the one-GEMM read).
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class MemoryBank:
         max_frames: int | None = None,
         policy: Policy = "least_used",
         read_budget: int | None = None,
-        blocked_read: bool = False,
+        blocked_read: bool = True,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ValueError("max_frames must be >= 1 (or None for unbounded memory)")
