@@ -226,6 +226,7 @@ def run_modes(args: argparse.Namespace) -> None:
                     "agreement_trusted": statistics.median(r.get("agreement_trusted", float("nan")) for r in runs),
                     "low_margin": statistics.median(r.get("low_margin", float("nan")) for r in runs),
                     "foreground": runs[0]["foreground"], "first_frames_s": runs[0]["first_frames_s"],
+                    **({"peak_cuda_mb": max(r["peak_cuda_mb"] for r in runs)} if "peak_cuda_mb" in runs[0] else {}),
                 })
     print("\n| frames | mode | FPS (median) | runs | vs dense | CPU s / frame | peak RSS MB | labels = exact | "
           "where exact's margin >= 1e-3 |")

@@ -94,6 +94,9 @@ class InferenceCore:
         channels_last: run the network channels-last (default: on CPU, where it is faster).
         compile: ``torch.compile`` the network's per-frame parts (fast mode; first frames compile).
             True uses the default backend (inductor); a string names another backend.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the networks
+            (:func:`stcn.inference.precision.resolve_precision`; the memory read stays float32). None
+            (default): ``amp`` decides (fp32 unless ``amp=True``). The chosen mode is ``self.precision``.
     """
 
     def __init__(

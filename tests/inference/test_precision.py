@@ -1,0 +1,158 @@
+"""resolve_precision: each capability faked (CPU flags, oneDNN, the timing probe) and the choice checked."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from stcn.errors import UserError
+from stcn.inference import precision as P
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """fake(flags=..., mkldnn=..., probe=...): flags None means /proc/cpuinfo is unreadable."""
+    probes = []
+
+    def apply(*, flags, mkldnn: bool, probe: bool = False):
+        monkeypatch.setattr(P, "cpu_flags", lambda *a, **k: None if flags is None else frozenset(flags))
+        monkeypatch.setattr(P, "mkldnn_bf16_supported", lambda: mkldnn)
+
+        def fake_probe(*a, **k):
+            probes.append(1)
+            return probe
+
+        monkeypatch.setattr(P, "bf16_probe", fake_probe)
+        monkeypatch.setattr(P, "_warned_slow_bf16", False)
+        return probes
+
+    return apply
+
+
+AVX2 = {"sse4_2", "avx", "avx2", "fma"}
+AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq"}
+
+
+@pytest.mark.parametrize("flags, mkldnn, expected", [
+    (AVX2, False, "fp32"),                              # AVX2 only: oneDNN would emulate
+    (AVX512, True, "fp32"),                             # AVX-512 without BF16: oneDNN says yes but emulates
+    (AVX512 | {"avx512_bf16"}, True, "bf16"),           # Zen 4 / Cooper Lake
+    (AVX512 | {"amx_bf16", "amx_tile"}, True, "bf16"),  # Sapphire Rapids
+    (AVX512 | {"avx512_bf16"}, False, "fp32"),          # a torch build whose oneDNN will not use it
+    ({"fp", "asimd", "bf16"}, True, "bf16"),            # aarch64 with BF16
+    ({"fp", "asimd"}, True, "fp32"),
+])
+def test_auto_on_cpu_follows_the_capability(fake, flags, mkldnn, expected):
+    probes = fake(flags=flags, mkldnn=mkldnn, probe=True)
+    assert P.resolve_precision("auto", CPU) == expected
+    assert not probes  # flags known: no timing probe
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_auto_times_a_probe_when_flags_are_unknown(fake, probe):
+    probes = fake(flags=None, mkldnn=True, probe=probe)
+    assert P.resolve_precision("auto", CPU) == ("bf16" if probe else "fp32")
+    assert probes == [1]
+
+
+def test_no_probe_when_onednn_has_no_bf16(fake):
+    probes = fake(flags=None, mkldnn=False, probe=True)
+    assert P.resolve_precision("auto", CPU) == "fp32"
+    assert not probes
+
+
+@pytest.mark.parametrize("flags", [AVX2, AVX512, {"fp", "asimd"}])
+def test_auto_never_picks_bf16_without_native_support(fake, flags):
+    for mkldnn in (True, False):
+        fake(flags=flags, mkldnn=mkldnn, probe=False)
+        assert P.resolve_precision("auto", CPU) != "bf16"
+
+
+def test_explicit_bf16_without_native_support_warns_once(fake):
+    fake(flags=AVX2, mkldnn=False)
+    with pytest.warns(RuntimeWarning, match="slower"):
+        assert P.resolve_precision("bf16", CPU) == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert P.resolve_precision("bf16", CPU) == "bf16"  # once per process
+
+
+def test_explicit_bf16_with_native_support_is_silent(fake):
+    fake(flags=AVX512 | {"avx512_bf16"}, mkldnn=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert P.resolve_precision("bf16", CPU) == "bf16"
+
+
+def test_fp32_is_always_fp32(fake):
+    fake(flags=AVX512 | {"amx_bf16"}, mkldnn=True)
+    assert P.resolve_precision("fp32", CPU) == "fp32"
+    assert P.resolve_precision("fp32", torch.device("cuda")) == "fp32"
+
+
+def test_fp16_on_cpu_is_a_user_error(fake):
+    fake(flags=AVX512 | {"avx512_bf16"}, mkldnn=True)
+    with pytest.raises(UserError, match="CUDA") as err:
+        P.resolve_precision("fp16", CPU)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_precision_is_a_user_error():
+    with pytest.raises(UserError, match="auto, fp32, bf16, fp16"):
+        P.resolve_precision("int8", CPU)
+
+
+def test_cuda_auto_is_fp16_without_a_gpu():
+    # the choice depends on the device's type only: no GPU is needed to resolve it
+    assert P.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert P.resolve_precision("bf16", torch.device("cuda:0")) == "bf16"
+
+
+def test_cpu_flags_reads_x86_and_arm_cpuinfo(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\n"
+                   "flags\t\t: fpu\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert P.cpu_flags(str(x86)) == {"fpu", "avx2", "avx512_bf16"}
+    assert P.cpu_flags(str(arm)) == {"fp", "asimd", "bf16"}
+    assert P.cpu_flags(str(tmp_path / "missing")) is None
+
+
+def test_this_host_agrees_with_its_flags():
+    flags = P.cpu_flags() or frozenset()
+    choice = P.resolve_precision("auto", CPU)
+    if not flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+        assert choice == "fp32"
+    assert choice in ("fp32", "bf16")
+
+
+@pytest.mark.cuda
+def test_cuda_auto_runs_fp16_autocast():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    device = torch.device("cuda")
+    assert P.resolve_precision("auto", device) == "fp16"
+    conv = torch.nn.Conv2d(8, 8, 3).to(device)
+    with torch.autocast("cuda", dtype=P.DTYPES["fp16"]):
+        assert conv(torch.randn(1, 8, 16, 16, device=device)).dtype == torch.float16
+
+
+def test_inference_core_takes_a_precision(fake):
+    from stcn.inference import InferenceCore
+    from stcn.model import PRESETS, STCN
+
+    model = STCN(PRESETS["small"]).eval()
+    assert InferenceCore(model).precision == "fp32"  # exact unless asked
+    assert InferenceCore(model, amp=True).precision == "bf16"
+    fake(flags=AVX2, mkldnn=False)
+    core = InferenceCore(model, precision="auto")
+    assert core.precision == "fp32" and not core.amp
+    fake(flags=AVX512 | {"avx512_bf16"}, mkldnn=True)
+    core = InferenceCore(model, precision="auto")
+    assert core.precision == "bf16" and core.amp
+    with pytest.raises(UserError):
+        InferenceCore(model, precision="fp16")
