@@ -114,11 +114,12 @@ def test_network_preset_comes_from_the_checkpoint(tmp_path):
 
 
 def test_finetune_resume_equals_uninterrupted(sparse_dir, tmp_path):
-    """--iterations 4 in one go and 2 then --resume to 4: identical weights; held-out J&F is reported."""
+    """--iterations 4 in one go and 2 then --resume to 4: identical weights (no held-out videos: the
+    held-out report is checked by test_finetune_domain.py)."""
     torch.use_deterministic_algorithms(True)
     try:
         common = ["train", "--stage", "finetune", "--data", str(sparse_dir), "--load-network", "demo",
-                  "--batch-size", "2", "--crop", "48", "--save-every", "2", "--val-fraction", "0.2"]
+                  "--batch-size", "2", "--crop", "48", "--save-every", "2"]
         assert main(common + ["--run-dir", str(tmp_path / "a"), "--iterations", "4"]) == 0
         assert main(common + ["--run-dir", str(tmp_path / "b"), "--iterations", "2"]) == 0
         assert main(common + ["--run-dir", str(tmp_path / "b"), "--iterations", "4", "--resume"]) == 0
@@ -133,5 +134,33 @@ def test_finetune_resume_equals_uninterrupted(sparse_dir, tmp_path):
     bn = [k for k in demo if k.endswith("running_mean")]
     assert bn and all(torch.equal(a[k], demo[k]) for k in bn)
     assert stcn.load_model(tmp_path / "a" / "final.safetensors").config.key_backbone == "resnet18"
-    record = json.loads((tmp_path / "a" / "held_out.json").read_text())
-    assert record["videos"] and 0 <= record["after"]["J&F"] <= 1 and record["before"] is not None
+    assert json.loads((tmp_path / "a" / "log.jsonl").read_text().splitlines()[-1])["it"] == 4
+
+
+def test_held_out_scoring_starts_at_the_first_mask_and_scores_annotated_frames_only(sparse_dir, monkeypatch):
+    """A prediction right on the annotated frames and wrong on the others scores J&F 1; all background 0."""
+    import stcn.inference
+    from stcn.data.palette import load_label_png
+    from stcn.train.finetune import evaluate_held_out
+
+    video = read_finetune_set(sparse_dir).train[0]
+    truth = [load_label_png(video.mask_dir / f"{t:05d}.png") for t in range(0, 9, 2)]
+    calls = []
+
+    class Result:
+        def __init__(self, labels):
+            self.labels = labels
+
+    def fake_segment_clip(model, frames, first_mask, **options):
+        calls.append((len(frames), first_mask.copy()))
+        pred = np.full((len(frames), *first_mask.shape), 7, np.uint8)  # wrong everywhere ...
+        pred[0::2] = np.stack(truth) if fill else 0  # ... except (fill) on the annotated frames
+        return Result(pred)
+
+    monkeypatch.setattr(stcn.inference, "segment_clip", fake_segment_clip)
+    model = torch.nn.Linear(1, 1)
+    fill = True
+    assert evaluate_held_out(model, [video])["J&F"] == pytest.approx(1.0)
+    assert calls[0][0] == 9 and np.array_equal(calls[0][1], truth[0])  # frames 0..8, from the first mask
+    fill = False
+    assert evaluate_held_out(model, [video])["J&F"] == pytest.approx(0.0)
