@@ -9,7 +9,7 @@ from pathlib import Path
 from stcn.errors import UserError
 from stcn.inference.device import add_device_argument
 
-STAGE_CHOICES = ("0", "1", "2", "3", "synthetic", "real-static", "real-video")
+STAGE_CHOICES = ("0", "1", "2", "3", "synthetic", "real-static", "real-video", "finetune")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="keep BatchNorm statistics frozen (the paper's stages do; the synthetic stage trains them)")
     p.add_argument("--validate", type=int, default=0, metavar="N",
                    help="synthetic stage: at the end, report J&F on N held-out synthetic videos")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="finetune stage: your videos, DIR/JPEGImages/<video>/*.jpg and DIR/Annotations/<video>/*.png "
+                        "(masks of some frames suffice)")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="finetune stage: hold out this fraction of DIR's videos and report J&F on them")
     for name in ("static-root", "davis-root", "youtube-root", "bl30k-root"):
         p.add_argument(f"--{name}", type=Path, help=f"dataset root ({name.split('-')[0]})")
     p.set_defaults(func=run)
@@ -81,6 +86,10 @@ def build_dataset(config, args, world: int):
         clip_config = SyntheticClipConfig(crop=config.crop, material=material)
         return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
                               max_skip=functools.partial(_skip_for_index, config, world))
+    if config.stage == "finetune":
+        from stcn.train.finetune import finetune_dataset
+
+        return finetune_dataset(config, args.finetune_data, world)
     from stcn.data.training import build_stage_dataset
 
     return build_stage_dataset(config, args, world)
@@ -97,10 +106,15 @@ def run(args: argparse.Namespace) -> int:
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.mkldnn.enabled = False
+    model = args.model
+    if args.stage == "finetune":
+        from stcn.train.finetune import prepare_finetune
+
+        model, args.finetune_data = prepare_finetune(args)
     config = stage_config(
         args.stage, schedule_length=args.schedule_length, iterations=args.iterations, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr,
-        seed=args.seed, model=args.model, save_every=args.save_every, log_every=args.log_every,
+        seed=args.seed, model=model, save_every=args.save_every, log_every=args.log_every,
         amp=False if args.no_amp else None, bf16=True if args.bf16 else None,
         pretrained_backbones=False if args.no_pretrained else None,
         train_bn=False if args.freeze_bn else None,
@@ -117,12 +131,18 @@ def run(args: argparse.Namespace) -> int:
     if world > 1 and device.type == "cuda":
         torch.cuda.set_device(device)
     load_network = None
-    if args.load_network:
+    if args.load_network or args.stage == "finetune":
         from stcn.weights.registry import resolve
 
         load_network = resolve(args.load_network, option="--load-network")
     trainer = Trainer(config, dataset, args.run_dir, device=device, rank=rank, world=world,
                       num_workers=args.num_workers, load_network=load_network)
+    before = None
+    if rank == 0 and args.stage == "finetune" and args.finetune_data.val and not args.resume:
+        from stcn.train.finetune import evaluate_held_out, format_scores
+
+        before = evaluate_held_out(trainer.network, args.finetune_data.val)
+        print(format_scores("held-out before fine-tuning", before))
     if world > 1:
         from stcn.train.distributed import wrap_distributed
 
@@ -147,4 +167,8 @@ def run(args: argparse.Namespace) -> int:
             scores = evaluate_synthetic(trainer.network, synthetic_validation_videos(args.validate))
             print(f"validation: J&F {100 * scores['J&F']:.1f} (J {100 * scores['J']:.1f}, "
                   f"F {100 * scores['F']:.1f}) on {scores['videos']} held-out synthetic videos")
+        if args.stage == "finetune" and args.finetune_data.val:
+            from stcn.train.finetune import report_held_out
+
+            report_held_out(trainer, args.finetune_data.val, before)
     return 0

@@ -96,6 +96,16 @@ STAGES: dict[str, TrainConfig] = {
         skip_curriculum=((0.0, 3), (0.2, 5), (0.4, 8), (0.9, 5)), log_every=20, image_every=500,
         save_every=100,
     ),
+    # Your own videos (--data DIR, stcn.data.finetune_set) from trained weights (--load-network): the
+    # network preset is the checkpoint's (stcn.train.finetune), not this one. A short schedule at the
+    # paper's lr (half the synthetic stage's / 20 for the small model), BatchNorm frozen whatever the
+    # model: a handful of videos in batches of 4 gives poor statistics, and the loaded ones are good.
+    # Max skip stays low (sparse annotations are counted in video frames, see finetune_set).
+    "finetune": TrainConfig(
+        stage="finetune", model="stcn", iterations=2000, batch_size=4, lr=1e-5, lr_steps=(1500,), crop=384,
+        bootstrap_start=0, bootstrap_end=0, train_bn=False, pretrained_backbones=False,
+        skip_curriculum=((0.0, 5), (0.5, 10), (0.9, 5)), log_every=20, image_every=200, save_every=100,
+    ),
 }
 
 
