@@ -66,8 +66,8 @@ def finetune_dataset(config, data, world: int = 1):
 def _load_from_first_annotation(video) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
     """Frames from the first annotated one to the last annotated one (H, W, 3 uint8), and the masks
     (H, W uint8) by position in that list."""
-    from stcn.io.masks import load_label_png
     from stcn.io.frames import read_rgb as load_rgb
+    from stcn.io.masks import load_label_png
 
     first, last = video.annotated[0], video.annotated[-1]
     frames = [load_rgb(video.image_dir / video.frames[t]) for t in range(first, last + 1)]
