@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stcn.errors import DataError
-from stcn.io.frames import list_files, natural_key
+from stcn.io.frames import list_files, list_frames, natural_key
 
 __all__ = ["Video", "davis_videos", "youtube_videos", "generic_videos", "IMAGE_SUFFIXES"]
 
@@ -57,7 +57,7 @@ def _need_dir(path: Path, what: str) -> Path:
 
 def video_frames(folder: Path, what: str) -> list[Path]:
     """A benchmark video's frame files (:func:`stcn.io.frames.list_frames`); DataError if none."""
-    files = video_frames(_need_dir(folder, what), IMAGE_SUFFIXES)
+    files = list_frames(_need_dir(folder, what), IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{what} {folder} holds no image (.jpg/.png)")
     return files
