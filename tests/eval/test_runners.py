@@ -196,7 +196,8 @@ def test_youtube_writes_nothing_before_the_first_annotation(tmp_path, mo_model):
     write_youtube(root, {"late": video}, every=1)
     ann = root / "valid" / "Annotations" / "late"
     (ann / "00000.png").rename(ann / "00002.png")  # first annotated at frame 2 (mask of frame 0: fine here)
-    summary = run_youtube(root, tmp_path / "out", model=mo_model, options=EngineOptions(size=-1), progress=False)
+    summary = run_youtube(root, tmp_path / "out", model=mo_model,
+                          options=EngineOptions(size=-1, precision="fp32"), progress=False)
     written = sorted(p.name for p in (tmp_path / "out" / "Annotations" / "late").iterdir())
     assert written == [f"{t:05d}.png" for t in range(2, 6)]
     assert summary.complete
@@ -216,7 +217,8 @@ def test_generic_masks_on_any_frame(tmp_path, mo_model):
     later = np.where(video.labels[3] == 2, 2, 0).astype(np.uint8)  # object 2 given at frame 3 only
     save_label_png(root / "Annotations" / "clip" / "f000.png", first)
     save_label_png(root / "Annotations" / "clip" / "f003.png", later)
-    summary = run_generic(root, tmp_path / "out", model=mo_model, options=EngineOptions(size=-1), progress=False)
+    summary = run_generic(root, tmp_path / "out", model=mo_model,
+                          options=EngineOptions(size=-1, precision="fp32"), progress=False)
     assert summary.computed == ["clip"]
     expected = _api_labels(mo_model, list(video.frames), {0: first, 3: later})
     for t in range(T):

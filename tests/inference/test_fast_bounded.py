@@ -100,7 +100,7 @@ def test_exact_engine_equals_the_dense_reference(mo_model, video, options):
     masks = _masks(video)
     assert len(masks) == 2  # two annotated frames: one late object
     fast = InferenceCore(mo_model, size=-1, **options)
-    ref = DenseReferenceCore(mo_model, **options)
+    ref = DenseReferenceCore(mo_model, size=-1, **options)
     ours, theirs = _run(fast, video, masks), _run(ref, video, masks)
     assert fast.object_ids == ref.object_ids and len(fast.object_ids) == 3
     assert fast.memory_frames == ref.memory_frames

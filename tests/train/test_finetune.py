@@ -151,13 +151,14 @@ def test_held_out_scoring_starts_at_the_first_mask_and_scores_annotated_frames_o
         def __init__(self, labels):
             self.labels = labels
 
-    def fake_segment_clip(model, frames, first_mask, **options):
+    def fake_segment_video(frames, masks, *, model, options):
+        first_mask = masks[0]
         calls.append((len(frames), first_mask.copy()))
         pred = np.full((len(frames), *first_mask.shape), 7, np.uint8)  # wrong everywhere ...
         pred[0::2] = np.stack(truth) if fill else 0  # ... except (fill) on the annotated frames
-        return Result(pred)
+        return [Result(p) for p in pred]
 
-    monkeypatch.setattr(stcn.inference, "segment_clip", fake_segment_clip)
+    monkeypatch.setattr(stcn.inference, "segment_video", fake_segment_video)
     model = torch.nn.Linear(1, 1)
     fill = True
     assert evaluate_held_out(model, [video])["J&F"] == pytest.approx(1.0)

@@ -80,14 +80,15 @@ def score_video(model: torch.nn.Module, video, **engine_options) -> tuple[float,
     """(J, F) of one held-out video: propagated from its first annotated frame, scored on its other
     annotated frames, objects being those of the first mask (means over frames, then objects)."""
     from stcn.eval.metrics import frame_scores
-    from stcn.inference import segment_clip
+    from stcn.inference import EngineOptions, segment_video
 
     frames, masks = _load_from_first_annotation(video)
     first = masks[0]
     ids = [int(v) for v in np.unique(first) if v != 0]
     if not ids:
         return float("nan"), float("nan")
-    pred = segment_clip(model, frames, first, **engine_options).labels
+    options = EngineOptions(size=-1, precision="fp32").replace(**engine_options)  # native size, exact
+    pred = np.stack([r.labels for r in segment_video(frames, {0: first}, model=model, options=options)])
     lut = np.zeros(256, dtype=np.uint8)  # object id -> 1..K, everything else 0
     lut[ids] = np.arange(1, len(ids) + 1, dtype=np.uint8)
     js, fs = [], []
