@@ -105,3 +105,66 @@ def test_real_stages_fine_tune_the_demo_model(tmp_path, stage, capsys):
 
     model = stcn.load_model(str(run / "final.safetensors"))
     assert sum(p.numel() for p in model.parameters()) < 10_000_000  # the small preset
+
+
+def _two_cutout_material() -> RealMaterial:
+    """Two cutouts of distinct colours: a look-alike scene must draw every object in one of them."""
+    base = _material()
+    person = base.cutouts[0].mask
+    blue = Cutout(np.full((60, 40, 3), (20, 20, 220), np.uint8), person)
+    return RealMaterial(photos=base.photos, cutouts=(base.cutouts[0], blue))
+
+
+def test_lookalike_scenes_draw_every_object_from_one_cutout():
+    m = _two_cutout_material()
+    mixed = 0
+    for seed in range(6):
+        v = generate_real_video(seed, m, num_frames=2, height=96, width=128, noise_std=0, num_objects=3,
+                                lookalike=True)
+        frame = v.frames[0].astype(int)
+        colours = {("red" if frame[v.labels[0] == k][:, 0].mean() > frame[v.labels[0] == k][:, 2].mean()
+                    else "blue") for k in v.object_ids}
+        assert len(colours) == 1, seed
+        other = generate_real_video(seed, m, num_frames=2, height=96, width=128, noise_std=0, num_objects=3,
+                                    cutout_fraction=1.0)
+        f = other.frames[0].astype(int)
+        mixed += len({f[other.labels[0] == k][:, 0].mean() > f[other.labels[0] == k][:, 2].mean()
+                      for k in other.object_ids}) > 1
+    assert mixed > 0  # without lookalike the same seeds do mix the two cutouts
+
+
+def test_plain_fraction_mixes_plain_synthetic_videos_into_the_pool():
+    from stcn.data.synthetic import SyntheticVideo
+
+    shape = dict(crop=64, video_frames=4, video_height=64, video_width=96, pool_size=20)
+    plain_pool = SyntheticClips(4, config=SyntheticClipConfig(**shape))
+
+    def kinds(plain: float) -> list[bool]:
+        """Per pool video: is it exactly the plain generator's video of the same number?"""
+        config = SyntheticClipConfig(**shape, material=_material(), plain_fraction=plain)
+        clips = SyntheticClips(4, config=config)
+        videos = [clips.video(n) for n in range(20)]
+        assert all(isinstance(v, SyntheticVideo) for v in videos)
+        return [np.array_equal(v.frames, plain_pool.video(n).frames) for n, v in enumerate(videos)]
+
+    assert not any(kinds(0.0))
+    assert all(kinds(1.0))
+    assert 3 <= sum(kinds(0.5)) <= 17
+
+
+def test_mix_flags_are_stored_in_the_run_config_and_checked(tmp_path, capsys):
+    import yaml
+
+    root = _static_root(tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "--stage", "real-video", "--static-root", str(root), "--run-dir", str(run), "--iterations",
+            "1", "--batch-size", "1", "--crop", "64", "--load-network", "demo"]
+    assert main(args + ["--plain-fraction", "0.25", "--lookalike-fraction", "0.5"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["datasets"] == {"plain_fraction": 0.25, "lookalike_fraction": 0.5}
+    capsys.readouterr()
+    assert main(args[:-4] + ["--run-dir", str(tmp_path / "r2"), "--plain-fraction", "2"]) == 2
+    assert "must lie in [0, 1]" in capsys.readouterr().err
+    assert main(["train", "--stage", "synthetic", "--run-dir", str(tmp_path / "r3"), "--iterations", "1",
+                 "--plain-fraction", "0.5"]) == 2
+    assert "apply to --stage real-video only" in capsys.readouterr().err

@@ -8,7 +8,10 @@ images (:class:`RealMaterial`, built from a static set such as ``stcn data teach
 * an object is either a real cutout (a photo's object mask and its pixels: people, animals, fruit,
   things), scaled, slightly turned and mirrored, or a synthetic shape textured with a crop of another
   photo, so that neither the outline nor the texture alone tells an object from the background;
-* the distractor is drawn the same way from the material, so it looks like an object but is labelled 0.
+* the distractor is drawn the same way from the material, so it looks like an object but is labelled 0;
+* with ``lookalike=True`` every object and the distractor are the same cutout (each with its own size,
+  tilt, mirror and colour jitter), as in a crowd of pedestrians: only where each one came from tells
+  them apart, which is what a memory read has to learn beyond "a person".
 
 A seed and the material give the same video on every run (OpenCV's warps are deterministic); the
 result is a :class:`~stcn.data.synthetic.SyntheticVideo`, so every consumer of synthetic video (the
@@ -169,11 +172,13 @@ def _sample_camera(rng: np.random.Generator, photo: np.ndarray, height: int, wid
 
 
 def _sample_look(rng: np.random.Generator, material: RealMaterial, layer: _Layer, size: float, crowd: float,
-                 cutout_fraction: float) -> _Look:
+                 cutout_fraction: float, cutout: Cutout | None = None) -> _Look:
+    """The appearance of ``layer``: ``cutout`` if given, else a random cutout or a photo-textured shape."""
     gain = rng.uniform(0.8, 1.2, size=3).astype(np.float32)
     offset = float(rng.uniform(-15, 15))
-    if rng.random() < cutout_fraction:
-        cutout = material.cutouts[int(rng.integers(len(material.cutouts)))]
+    if cutout is not None or rng.random() < cutout_fraction:
+        if cutout is None:
+            cutout = material.cutouts[int(rng.integers(len(material.cutouts)))]
         h, w = cutout.mask.shape
         # the cutout's longer side spans 0.3-0.6 of the frame's shorter side (fewer objects: larger)
         target = rng.uniform(0.3, 0.6) * size * crowd
@@ -262,14 +267,16 @@ def _render(scene: _RealScene, t: int, colour: bool):
 
 def _sample_real_scene(rng: np.random.Generator, material: RealMaterial, *, num_frames: int, height: int,
                        width: int, num_objects: int, allow_exit: bool, distractor: bool, speed: float,
-                       cutout_fraction: float) -> _RealScene:
+                       cutout_fraction: float, lookalike: bool) -> _RealScene:
     size = float(min(height, width))
     crowd = min(1.0, math.sqrt(2.0 / num_objects))
+    shared = material.cutouts[int(rng.integers(len(material.cutouts)))] if lookalike else None
     layers, looks = [], []
     for k in range(num_objects + (1 if distractor else 0)):
         layer = _Layer(label=k + 1 if k < num_objects else 0, appear=0, kind="ellipse", radius=0.0)
-        looks.append(_sample_look(rng, material, layer, size, crowd if layer.label else 0.6 * crowd,
-                                  cutout_fraction))
+        # a look-alike distractor is as large as the objects: it is one more of them, unlabelled
+        shrink = 1.0 if layer.label or lookalike else 0.6
+        looks.append(_sample_look(rng, material, layer, size, shrink * crowd, cutout_fraction, shared))
         _sample_motion(layer, rng, height, width, speed)
         layers.append(layer)
     for layer, rank in zip(layers, rng.permutation(len(layers))):
@@ -302,7 +309,7 @@ def _valid(scene: _RealScene, min_pixels: int) -> bool:
 def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 24, height: int = 224,
                         width: int = 320, num_objects: int = 2, allow_exit: bool = False, distractor: bool = False,
                         speed: float = 1.0, noise_std: float = 2.0, cutout_fraction: float = 0.7,
-                        min_visible_fraction: float = 0.01) -> SyntheticVideo:
+                        lookalike: bool = False, min_visible_fraction: float = 0.01) -> SyntheticVideo:
     """A clip of ``num_objects`` (1..255) real-looking objects over a real photo, fully determined by
     ``seed`` and ``material``. Returns a SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
     (T, H, W) uint8`` (top-most object id, 0 background and distractor)."""
@@ -315,7 +322,8 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
     for _ in range(100):
         scene = _sample_real_scene(rng, material, num_frames=num_frames, height=height, width=width,
                                    num_objects=num_objects, allow_exit=allow_exit, distractor=distractor,
-                                   speed=max(speed, 0.0), cutout_fraction=cutout_fraction)
+                                   speed=max(speed, 0.0), cutout_fraction=cutout_fraction,
+                                   lookalike=lookalike)
         if _valid(scene, min_pixels):
             break
     else:

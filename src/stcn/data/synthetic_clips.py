@@ -43,6 +43,10 @@ class SyntheticClipConfig:
     seed_offset: int = 1_000_000  # training seeds; validation uses seeds below this
     pool_size: int = 400  # distinct videos, each generated once and then re-sampled (clips, crops, objects)
     material: object | None = None  # a stcn.data.real_scenes.RealMaterial: real-looking videos instead
+    # with a material: the share of the pool that stays plain synthetic video (keeps what those taught),
+    # and the share of real-looking videos whose objects are all the same cutout (look-alikes)
+    plain_fraction: float = 0.0
+    lookalike_fraction: float = 0.0
 
 
 class SyntheticClips(Dataset):
@@ -62,14 +66,14 @@ class SyntheticClips(Dataset):
         if number not in self._pool:
             c = self.config
             rng = np.random.default_rng([self.seed, c.seed_offset, number])
-            if c.material is not None:
+            if c.material is not None and self._real(number):
                 from stcn.data.real_scenes import generate_real_video
 
                 self._pool[number] = generate_real_video(
                     c.seed_offset + number, c.material, num_frames=c.video_frames, height=c.video_height,
                     width=c.video_width, num_objects=int(rng.integers(1, c.max_objects_per_video + 1)),
                     allow_exit=bool(rng.random() < 0.3), distractor=bool(rng.random() < 0.3),
-                    speed=float(rng.uniform(0.5, 2.0)),
+                    speed=float(rng.uniform(0.5, 2.0)), lookalike=self._lookalike(number),
                 )
                 return self._pool[number]
             self._pool[number] = generate_video(
@@ -79,6 +83,16 @@ class SyntheticClips(Dataset):
                 speed=float(rng.uniform(0.5, 2.0)),
             )
         return self._pool[number]
+
+    def _draw(self, number: int, salt: int) -> float:
+        # a separate stream per decision, so adding a knob does not move the other videos' draws
+        return float(np.random.default_rng([self.seed, self.config.seed_offset, number, salt]).random())
+
+    def _real(self, number: int) -> bool:
+        return self._draw(number, 1) >= self.config.plain_fraction
+
+    def _lookalike(self, number: int) -> bool:
+        return self._draw(number, 2) < self.config.lookalike_fraction
 
     def __len__(self) -> int:
         return self.length

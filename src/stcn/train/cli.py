@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(masks of some frames suffice)")
     p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
                    help="finetune stage: hold out this fraction of DIR's videos and report J&F on them")
+    p.add_argument("--plain-fraction", type=float, metavar="F",
+                   help="real-video stage: share of the videos that stay plain synthetic (default 0)")
+    p.add_argument("--lookalike-fraction", type=float, metavar="F",
+                   help="real-video stage: share of the real-looking videos whose objects are one cutout (default 0)")
     for name in ("static-root", "davis-root", "youtube-root", "bl30k-root"):
         p.add_argument(f"--{name}", type=Path, help=f"dataset root ({name.split('-')[0]})")
     p.set_defaults(func=run)
@@ -83,7 +87,8 @@ def build_dataset(config, args, world: int):
         from stcn.data.training import _require
 
         material = RealMaterial.from_static_root(_require(args, "static_root", config.stage, "real photos and masks"))
-        clip_config = SyntheticClipConfig(crop=config.crop, material=material)
+        mix = {k: float(v) for k, v in config.datasets.items() if k in ("plain_fraction", "lookalike_fraction")}
+        clip_config = SyntheticClipConfig(crop=config.crop, material=material, **mix)
         return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
                               max_skip=functools.partial(_skip_for_index, config, world))
     if config.stage == "finetune":
@@ -119,6 +124,14 @@ def run(args: argparse.Namespace) -> int:
         pretrained_backbones=False if args.no_pretrained else None,
         train_bn=False if args.freeze_bn else None,
     )
+    mix = {name: value for name in ("plain_fraction", "lookalike_fraction")
+           if (value := getattr(args, name, None)) is not None}
+    if mix:
+        if args.stage != "real-video":
+            raise UserError("--plain-fraction / --lookalike-fraction apply to --stage real-video only")
+        if any(not 0.0 <= v <= 1.0 for v in mix.values()):
+            raise UserError("--plain-fraction / --lookalike-fraction must lie in [0, 1]")
+        config = config.override(datasets={**config.datasets, **mix})
     if args.resume:
         config = _resumed_config(config, args.run_dir)
     if args.run_dir.exists() and not args.resume and (args.run_dir / "checkpoints").exists():
