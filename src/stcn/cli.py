@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from stcn.errors import UserError
@@ -43,20 +45,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl+C, so that every clean-up Ctrl+C runs also runs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``stcn`` with ``argv``; returns the exit status (2 and one ``stcn: error:`` line for a user's
+    mistake or a file-system failure, 130 after Ctrl+C, 143 after SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         status = args.func(args)
     except UserError as exc:
         print(f"stcn: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("stcn: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("stcn: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file-system failure no command turned into a UserError: still one line
+        from stcn.io.files import reason
+
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"stcn: error: {where}{reason(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0 if status is None else int(status)
 
 

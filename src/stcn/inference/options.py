@@ -63,8 +63,9 @@ class EngineOptions:
             raise UserError(f"--top-k must be at least 1, not {self.top_k}")
         if self.mem_every < 1:
             raise UserError(f"--mem-every must be at least 1, not {self.mem_every}")
-        if self.size == 0 or self.size < -1:
-            raise UserError(f"--size must be a positive shorter side or -1 (native size), not {self.size}")
+        from stcn.guards import check_size_option
+
+        check_size_option(self.size)  # also bounds it: --size 999999999 would overflow the allocator
         if self.max_memory_frames is not None and (self.max_memory_frames < 0 or self.max_memory_frames == 1):
             raise UserError(f"--max-memory-frames must be 0 (unbounded) or at least 2, not {self.max_memory_frames}")
         if self.memory_policy not in MEMORY_POLICIES:

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stcn import guards
 from stcn.errors import DataError, UserError
 from stcn.inference.device import resolve_device
 from stcn.inference.options import EngineOptions
+from stcn.io.files import check_writable
 
 __all__ = ["OVERLAY_EXTENSIONS", "SegmentResult", "segment"]
 
@@ -82,6 +84,7 @@ def _overlay_target(overlay: Path, out: Path, force: bool):
         pass
     if not overlay.parent.is_dir():
         raise DataError(f"--overlay {overlay}: the folder {overlay.parent} does not exist")
+    check_writable(overlay.parent, "the folder of --overlay")  # a read-only folder: refused before any work
     return None
 
 
@@ -143,7 +146,11 @@ def segment(
     from stcn.inference.video import segment_video
     from stcn.io.masks import match_masks, read_masks
 
-    _, palette = match_masks(read_masks(mask), info, mask, lambda message: None)
+    matched, palette = match_masks(read_masks(mask), info, mask, lambda message: None)
+    num_objects = len({i for _labels, ids in matched.values() for i in ids})
+    # sizes and memory before anything is loaded or created (a 16x4000 frame at --size 480 is 120000 wide)
+    guards.check_frame_fits(info.width, info.height, options.size, num_objects, device=torch_device,
+                            where=f"the frames of {input}")
     label_writer = overlay_writer = None
     bar = None
     results = None

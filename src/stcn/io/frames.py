@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -97,14 +98,32 @@ def list_frames(folder: Path, extensions: tuple[str, ...] = FRAME_EXTENSIONS) ->
     return entries
 
 
+def _bomb_error(path: Path) -> DataError:
+    from stcn.guards import image_pixel_limit
+
+    return DataError(f"{path}: the image is larger than the {image_pixel_limit() / 1e6:.0f} megapixel limit "
+                     "for images (a decompression bomb?)")
+
+
 def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from an image's header; refuses images beyond the decompression-bomb limit."""
+    from stcn.guards import check_image_pixels
+
     try:
-        with Image.open(path) as image:
-            return image.size
+        # PIL warns (a second stderr line) between one and two times its limit and raises beyond:
+        # both become the one-line refusal below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size = image.size
     except FileNotFoundError:
         raise DataError(f"{path}: frame not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _bomb_error(path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({first_line(exc)})") from None
+    check_image_pixels(*size, path)
+    return size
 
 
 def _open_container(path: Path):
@@ -201,6 +220,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             return np.array(image, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: frame not found") from None
+    except Image.DecompressionBombError:
+        raise _bomb_error(path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the frame ({first_line(exc)}); is it truncated or corrupt?") from None
 

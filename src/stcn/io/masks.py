@@ -14,6 +14,7 @@ significant bit first, so index 1 is dark red ``(128, 0, 0)``, 2 is ``(0, 128, 0
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,13 +92,25 @@ def read_label_png(path: str | os.PathLike, what: str = "mask") -> tuple[np.ndar
 
     Palette ("P") PNGs give their indices (never their colours, as the DAVIS toolkit) and their palette
     as an ``(N, 3)`` uint8 array; 8-bit greyscale (and 1-bit, and 16-bit with values up to 255) PNGs give
-    their grey levels and ``None``. Colour images, ids above 255, unreadable or missing files raise
-    :class:`stcn.errors.DataError` whose message starts with ``what`` and the file.
+    their grey levels and ``None``. Colour images, ids above 255, files that are not PNG (a lossy JPEG's
+    compression noise would become dozens of object ids, even when it is named ``.png``), images beyond
+    the decompression-bomb limit, unreadable or missing files raise :class:`stcn.errors.DataError`
+    whose message starts with ``what`` and the file.
     """
+    from stcn.guards import check_image_pixels, image_pixel_limit
+
     path = Path(path)
     where = f"{what} {path}"
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # PIL's bomb warning would be a second stderr line
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            if image.format != "PNG":
+                kind = f"a {image.format} image" if image.format else "not a PNG"
+                raise DataError(f"{where} is {kind}; masks must be PNG files (lossless) whose pixel values "
+                                "are object ids")
+            check_image_pixels(*image.size, where)
             image.load()
             mode = image.mode
             if mode == "P":
@@ -118,6 +131,9 @@ def read_label_png(path: str | os.PathLike, what: str = "mask") -> tuple[np.ndar
                 return values.astype(np.uint8), None
     except FileNotFoundError:
         raise DataError(f"{where} not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{where}: the image is larger than the {image_pixel_limit() / 1e6:.0f} megapixel "
+                        "limit for images (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{where} cannot be read as a PNG ({first_line(exc)[:200]})") from None
     raise DataError(

@@ -18,7 +18,7 @@ import numpy as np
 
 from stcn.errors import DataError
 from stcn.io.background import BackgroundWorker
-from stcn.io.files import move, temp_path
+from stcn.io.files import move, os_error, remove_quietly, sweep_stale, temp_path
 from stcn.io.frames import DEFAULT_FPS, first_line
 from stcn.io.masks import DAVIS_PALETTE, save_label_png
 
@@ -81,7 +81,7 @@ class LabelWriter(_Writer):
                 with open(path, "wb") as f:
                     np.savez(f, probs=probs, object_ids=object_ids)
         except OSError as exc:
-            raise DataError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
+            raise os_error(exc, "write", path) from None
 
     def write(self, name: str, labels: np.ndarray, probs=None, object_ids=None) -> None:
         """Queue one frame: ``labels`` HxW ids (0..255); ``probs`` (K+1)xHxW (numpy or tensor)."""
@@ -147,7 +147,8 @@ class OverlayWriter(_Writer):
 
         self.final = Path(path)
         self.path = self.final
-        if atomic:
+        if atomic:  # a hidden sibling named after this process; those of dead runs are swept first
+            sweep_stale(self.final)
             self.path = temp_path(self.final)
         self.atomic = atomic
         self.palette = DAVIS_PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
@@ -231,5 +232,5 @@ class OverlayWriter(_Writer):
         self._discard()
 
     def _discard(self) -> None:
-        if self.atomic:
-            self.path.unlink(missing_ok=True)
+        if self.atomic:  # never raises: it runs while another error is being reported
+            remove_quietly(self.path)
