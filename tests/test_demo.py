@@ -69,3 +69,19 @@ def test_demo_weights_errors_are_one_line(weights, message, tmp_path, monkeypatc
     err = capsys.readouterr().err.strip()
     assert err.startswith("stcn: error:") and message in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+@needs_demo
+def test_demo_says_where_it_writes_and_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--frames", "3", "--height", "32", "--width", "48", "--objects", "1",
+            "--no-overlay"]
+    assert main(argv) == 0
+    assert f"stcn demo: writing into {out.resolve()}" in capsys.readouterr().out
+    first = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
+    assert main(argv) == 2  # an earlier run is not silently overwritten
+    err = capsys.readouterr().err
+    assert err.startswith("stcn: error:") and "--force" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == first
+    assert main([*argv, "--force"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no staging left beside it

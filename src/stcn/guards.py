@@ -21,7 +21,7 @@ from stcn.errors import DataError, UserError
 
 __all__ = ["MAX_SIZE", "MAX_PROCESSED_PIXELS", "MAX_OBJECTS", "MEMORY_LIMIT_ENV", "check_size_option",
            "image_pixel_limit", "check_image_pixels", "estimate_peak_bytes", "available_bytes",
-           "check_frame_fits", "check_port", "check_object_count"]
+           "check_frame_fits", "check_image_file_fits", "check_port", "check_object_count"]
 
 #: Largest shorter side ``--size`` accepts (the shorter side of 8K video is 4320).
 MAX_SIZE = 8192
@@ -143,6 +143,28 @@ def check_frame_fits(width: int, height: int, size: int, num_objects: int = 1, *
             f"memory, but {have / _GIB:.1f} GiB are available; use a smaller {option}"
         )
     return ph, pw
+
+
+def check_image_file_fits(path: str | os.PathLike, size: int, num_objects: int = 1, *, device=None,
+                          option: str = "--size") -> None:
+    """:func:`check_frame_fits` for an image file, from its header (nothing is decoded). A file that
+    cannot be read is left to the reader, which reports it with its own message when it is reached."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{path}: the image is larger than the {image_pixel_limit() / 1e6:.0f} megapixel limit "
+                        "for images (a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return
+    check_image_pixels(width, height, path)
+    check_frame_fits(width, height, size, num_objects, device=device, option=option, where=f"frame {path}")
 
 
 def check_port(port: int, option: str = "--port") -> None:

@@ -85,6 +85,7 @@ def test_existing_run_needs_resume(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("error:Converting a tensor with requires_grad=True")  # issue 18: no such warning
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
     trainer = _trainer(tmp_path)
     items = [trainer.dataset[i] for i in range(2)]

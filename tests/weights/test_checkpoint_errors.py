@@ -73,6 +73,20 @@ def _garbage_safetensors(sd, path):
     path.write_bytes(b"this is not a safetensors file\n" * 10)
 
 
+def _nan_weights(sd, path):
+    sd = OrderedDict(sd)
+    sd[RESHAPED] = torch.full_like(sd[RESHAPED], float("nan"))
+    torch.save(sd, path)
+
+
+def _integer_weights(sd, path):
+    torch.save(OrderedDict((k, v.to(torch.int32)) for k, v in sd.items()), path)
+
+
+def _random_bytes(sd, path):
+    path.write_bytes(bytes(range(7, 256)) * 16)  # starts like no pickle and no zip
+
+
 CASES = {
     # name: (file name, writer, substrings the message must contain)
     "wrong keys": ("keys.pth", _wrong_keys,
@@ -86,6 +100,10 @@ CASES = {
     "directory": ("folder.pth", _directory, ["is a directory"]),
     "truncated safetensors": ("truncated.safetensors", _truncated_safetensors, ["not a readable safetensors"]),
     "garbage safetensors": ("garbage.safetensors", _garbage_safetensors, ["not a readable safetensors"]),
+    # issue 18: these loaded silently and gave all-background masks, or were described as unsafe pickles
+    "nan weights": ("nan.pth", _nan_weights, ["1 tensor(s) hold NaN or infinite values", RESHAPED]),
+    "integer weights": ("ints32.pth", _integer_weights, ["not floating point", "(int32)"]),
+    "random bytes": ("random.pth", _random_bytes, ["not a PyTorch checkpoint (neither a zip checkpoint nor a pickle"]),
 }
 
 

@@ -205,6 +205,10 @@ def run_videos(
             summary.resumed.append(v.name)
         else:
             todo.append(v)
+    from stcn.guards import check_image_file_fits
+
+    for v in todo:  # each video's frame size against --size and the memory, before any work
+        check_image_file_fits(v.frames[0], options.size, device=None if device in (None, "auto") else device)
     if todo and model is None:
         import stcn
 

@@ -25,7 +25,7 @@ from stcn.errors import DataError
 
 __all__ = ["TEMP_TAG", "OLD_TAG", "STAGING_TAG", "temp_path", "atomic_write", "atomic_file", "move",
            "merge_into", "atomic_folder", "remove_stale", "staged_output", "reason", "os_error", "check_writable",
-           "check_output_folder", "sweep_stale", "remove_quietly"]
+           "check_output_folder", "sweep_stale", "remove_quietly", "staged_files"]
 
 #: Marks of the hidden siblings of a folder being swapped in (``.<name>.tmp-<tag>``, ``.<name>.old-<tag>``).
 TEMP_TAG = ".tmp-"
@@ -391,4 +391,74 @@ def staged_output(final: str | os.PathLike, *, force: bool = False) -> Iterator[
     except BaseException:
         remove_quietly(staging)
         _remove_empty(created)
+        raise
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike, name: str = "save") -> Iterator[Path]:
+    """Yield an empty hidden staging folder inside ``folder`` (created with its parents) whose files
+    replace those of the same relative path in ``folder`` on success, all or nothing.
+
+    Every target that exists is first moved aside into the staging folder, then each staged file is
+    renamed into place (renames within ``folder``: one file system). If any rename fails, the ones
+    done are undone and the originals put back, so ``folder`` ends either fully updated or exactly
+    as it was. Other files in ``folder`` are left alone. On any exception the staging folder, and the
+    folders this call created, are removed; file-system failures are one-line :class:`DataError`.
+    Staging folders of dead processes (``.<name>.stcn-tmp-<pid>-*``) are swept first.
+    """
+    folder = Path(folder)
+    check_output_folder(folder, "--out")
+    sweep_stale(folder / name)
+    created: list[Path] = []
+    stage = folder / f".{name}{STAGING_TAG}{_tag()}"
+    try:
+        created = _make_parents(folder)
+        stage.mkdir()
+    except OSError as exc:
+        _remove_empty(created)
+        raise os_error(exc, "create", folder) from None
+    try:
+        yield stage
+        files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file() or p.is_symlink())
+        for rel in files:  # a target in the way of a file (a folder named like it) refuses the whole save
+            target = folder / rel
+            if target.is_dir() and not target.is_symlink():
+                raise DataError(f"cannot save {target}: it is a folder")
+            for parent in rel.parents[:-1]:
+                if (folder / parent).exists() and not (folder / parent).is_dir():
+                    raise DataError(f"cannot save into {folder / parent}: it is a file, not a folder")
+        _publish(stage, folder, files)
+    except OSError as exc:
+        remove_quietly(stage)
+        _remove_empty(created)
+        raise os_error(exc, "save into", folder) from None
+    except BaseException:
+        remove_quietly(stage)
+        _remove_empty(created)
+        raise
+    remove_quietly(stage)
+
+
+def _publish(stage: Path, folder: Path, files: list[Path]) -> None:
+    backup = stage / f".backup{STAGING_TAG}{_tag()}"
+    done: list[tuple[Path, Path | None, list[Path]]] = []  # (target, its backup, folders made for it)
+    try:
+        for i, rel in enumerate(files):
+            target = folder / rel
+            made = _make_parents(target.parent)
+            saved = None
+            if target.exists() or target.is_symlink():
+                saved = backup / f"{i}"
+                saved.parent.mkdir(exist_ok=True)
+                move(target, saved)
+            done.append((target, saved, made))
+            move(stage / rel, target)
+    except BaseException:
+        for target, saved, made in reversed(done):  # undo: the folder ends as it was
+            with contextlib.suppress(OSError):
+                if saved is not None:
+                    move(saved, target)
+                else:
+                    target.unlink(missing_ok=True)
+            _remove_empty(made)
         raise

@@ -178,7 +178,9 @@ class Trainer:
         loss = losses["total_loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"non-finite loss ({float(loss)}) at iteration {self.iteration}; the last good checkpoint is in "
+                # .item() of the detached loss: float(loss) warns "Converting a tensor with requires_grad=True"
+                f"non-finite loss ({loss.detach().item()}) at iteration {self.iteration}; "
+                f"the last good checkpoint is in "
                 f"{self.run_dir / 'checkpoints'}"
             )
         self.optimizer.zero_grad(set_to_none=True)

@@ -49,9 +49,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def load_frames(path: Path, size: int):
+def load_frames(path: Path, size: int, num_objects: int = 1):
     """(frames (T, H, W, 3) uint8 resized so the shorter side is ``size`` (bicubic; <= 0 keeps it),
-    frame names, fps)."""
+    frame names, fps). Frames that cannot be processed at ``size`` (too many pixels, not enough
+    memory for all of them) are refused before any is decoded."""
     import cv2
     import numpy as np
 
@@ -61,6 +62,9 @@ def load_frames(path: Path, size: int):
     if not path.exists():
         raise UserError(f"input not found: {path}")
     info = probe(path)
+    from stcn.guards import check_frame_fits
+
+    check_frame_fits(info.width, info.height, size, num_objects, where=f"the frames of {path}")
     h, w = resized_size(info.height, info.width, size)
     names, frames = [], []
     for name, frame in iter_frames(info):
@@ -97,13 +101,19 @@ def run(args: argparse.Namespace) -> int:
         from stcn.ui.server import bind, create_app, url_of
     except ImportError as exc:
         raise UserError(f"stcn ui needs the ui extra ({exc.name} is missing): pip install 'stcn[ui]'") from None
+    from stcn import guards
     from stcn.inference.device import resolve_device
     from stcn.interactive.api import InteractiveSession
+    from stcn.io.files import check_output_folder
     from stcn.ui.state import UIState
 
-    if args.objects < 1:
-        raise UserError("--objects must be at least 1")
-    frames, names, fps = load_frames(args.input, args.size)
+    # everything that can be refused is refused before frames are decoded or a network loaded
+    guards.check_object_count(args.objects)
+    guards.check_size_option(args.size)
+    guards.check_port(args.port)
+    out = args.out or Path.cwd() / f"{args.input.stem}_ui"
+    check_output_folder(out)  # a file, or a folder Save could never write into
+    frames, names, fps = load_frames(args.input, args.size, args.objects)
     paths, missing = resolve_networks(args)
     state = None
     if not missing:
@@ -113,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         prop, s2m, fusion = load_model(paths["s012"], device), load_s2m(paths["s2m"], device), load_fusion(
             paths["fusion"], device)
-        out = args.out or Path.cwd() / f"{args.input.stem}_ui"
 
         def make_session(k: int) -> InteractiveSession:
             return InteractiveSession(prop, s2m, fusion, frames, k)

@@ -105,6 +105,8 @@ async def _json(request: Request) -> dict:
         data = json.loads(raw or b"{}")
     except ValueError:
         raise UserError("the request body is not valid JSON") from None
+    except RecursionError:  # arrays nested thousands deep: a hostile body, not a server fault
+        raise UserError("the request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise UserError("the request body must be a JSON object")
     return data
@@ -155,6 +157,8 @@ def create_app(state: UIState | None, *, missing: list[tuple[str, str]] | None =
             if missing:
                 raise UserError(f"missing field(s) for {op}: {', '.join(missing)}")
             kwargs = {k: data[k] for k in fields if k in data}
+            if "positive" in kwargs and not isinstance(kwargs["positive"], bool):  # "no" is truthy
+                raise UserError("positive must be true or false")
             if op == "click" and "point" in kwargs:
                 kwargs["point"] = tuple(kwargs["point"]) if isinstance(kwargs["point"], list) else kwargs["point"]
             await run_in_threadpool(state.apply, op, **kwargs)
@@ -191,7 +195,10 @@ def create_app(state: UIState | None, *, missing: list[tuple[str, str]] | None =
 
     async def save(request: Request) -> Response:
         data = await _json(request)
-        return JSONResponse(await run_in_threadpool(state.save, overlay=bool(data.get("overlay", False))))
+        overlay = data.get("overlay", False)
+        if not isinstance(overlay, bool):
+            raise UserError("overlay must be true or false")
+        return JSONResponse(await run_in_threadpool(state.save, overlay=overlay))
 
     async def events(request: Request) -> Response:
         queue = state.events.subscribe()
@@ -276,15 +283,26 @@ class _Guard:
 
 def _decode_label_png(raw: bytes) -> np.ndarray:
     """PNG bytes -> (H, W) label map (palette or greyscale pixel values)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from stcn.guards import image_pixel_limit
+
     try:
-        image = Image.open(io.BytesIO(raw))
+        with warnings.catch_warnings():  # PIL's bomb warning: refused below instead
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw))
+        if image.format != "PNG":
+            raise UserError("the uploaded file is not a PNG")
+        w, h = image.size
+        if w * h > image_pixel_limit():  # checked before decoding: a 20000x20000 PNG is a few hundred bytes
+            raise UserError(f"the uploaded mask is {w}x{h}, too large for an image (a decompression bomb?)")
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError("the uploaded mask is too large for an image (a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UserError("the uploaded file is not a readable PNG") from None
-    if image.format != "PNG":
-        raise UserError("the uploaded file is not a PNG")
     if image.mode not in ("P", "L", "1"):
         raise UserError(f"a mask must be a palette or greyscale PNG of object ids (got mode {image.mode})")
     return np.array(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)

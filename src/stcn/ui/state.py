@@ -85,6 +85,9 @@ class UIState:
                  out: str | Path, *, fps: float = 24.0, title: str = "") -> None:
         if len(names) != len(frames):
             raise ValueError("one name per frame is needed")
+        from stcn.guards import check_object_count
+
+        check_object_count(num_objects)  # ids beyond 255 would be saved as 255: refused instead
         self._make_session = make_session
         self.frames = frames
         self.names = list(names)
@@ -169,7 +172,9 @@ class UIState:
         if not matches:
             raise UserError(f"unknown object id {object_id}")
         if name is not None:
-            name = str(name).strip()
+            if not isinstance(name, str):  # {"a": 1} would be stored stringified
+                raise UserError("an object name must be a string")
+            name = name.strip()
             if not name or len(name) > 60:
                 raise UserError("an object name needs 1..60 characters")
             matches[0].name = name
@@ -234,29 +239,29 @@ class UIState:
         ``out/interactions.json`` (the log) and, with ``overlay``, ``out/overlay.mp4`` (objects in their
         display colours). Returns what was written."""
         def op():
-            from stcn.io.files import atomic_write
+            from stcn.io.files import staged_files
             from stcn.io.writers import LabelWriter, OverlayWriter  # PyAV is imported only here
 
             masks = self.session.masks()
             folder = self.out / "masks"
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(f"cannot create {folder}: {exc.strerror}") from None
-            with LabelWriter(folder) as writer:
-                for name, labels in zip(self.names, masks):
-                    writer.write(name, labels)
-            atomic_write(self.out / "interactions.json", json.dumps(self.log, indent=1))
             written = {"masks": str(folder), "count": len(masks), "log": str(self.out / "interactions.json")}
-            if overlay:
-                palette = DAVIS_PALETTE.copy()
-                for o in self.objects:
-                    palette[o.id] = DAVIS_PALETTE[o.colour]
-                h, w = self.session.size
-                path = self.out / "overlay.mp4"
-                with OverlayWriter(path, width=w, height=h, fps=self.fps, palette=palette, atomic=True) as video:
-                    for frame, labels in zip(self.frames, masks):
-                        video.write(frame, labels)
-                written["overlay"] = str(path)
+            # all or nothing: everything is written aside, then renamed into place (undone on failure),
+            # so a full disk or an unwritable interactions.json never leaves masks/ half rewritten
+            with staged_files(self.out) as stage:
+                (stage / "masks").mkdir()
+                with LabelWriter(stage / "masks") as writer:
+                    for name, labels in zip(self.names, masks):
+                        writer.write(name, labels)
+                (stage / "interactions.json").write_text(json.dumps(self.log, indent=1))
+                if overlay:
+                    palette = DAVIS_PALETTE.copy()
+                    for o in self.objects:
+                        palette[o.id] = DAVIS_PALETTE[o.colour]
+                    h, w = self.session.size
+                    with OverlayWriter(stage / "overlay.mp4", width=w, height=h, fps=self.fps,
+                                       palette=palette) as video:
+                        for frame, labels in zip(self.frames, masks):
+                            video.write(frame, labels)
+                    written["overlay"] = str(self.out / "overlay.mp4")
             return written
         return self._locked(op, None)

@@ -96,6 +96,9 @@ def _convert(args: argparse.Namespace) -> None:
         raise UserError(f"{out} already exists; pass --force to overwrite it")
     if out.is_dir():
         raise UserError(f"{out} is a directory")
+    from stcn.io.files import check_writable
+
+    check_writable(out.parent, "the folder of OUTPUT")  # read-only, or under a file: before reading
     ckpt = verify_checkpoint(args.input)
     state_dict = ckpt.state_dict
     if args.half:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -62,14 +63,21 @@ def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
             raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
         return tensors, metadata
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns "Detected pickle protocol 4" for foreign pickles: a second stderr line, and the
+        # refusal below says what matters
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _first_line(exc)
-        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc) or _starts_like_a_pickle(path):
             raise CheckpointError(
                 f"{path}: refused to load: the file holds Python objects other than tensors, and loading it "
                 "could run arbitrary code (only plain state dicts are accepted)"
             ) from None
+        if "Weights only load failed" in str(exc):  # bytes that are no pickle at all (random, foreign)
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip checkpoint nor a pickle; "
+                                  "is it another kind of file, or corrupt?)") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({detail})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         msg = str(exc)
@@ -77,6 +85,17 @@ def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
     return obj, {}
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Whether the file starts with a pickle protocol header (2..5): a pickle the safe loader refused,
+    as opposed to bytes that are no pickle at all."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _first_line(exc: BaseException) -> str:
@@ -102,11 +121,28 @@ def _as_state_dict(obj: Any, path: Path) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict(obj)
 
 
+def _check_values(state_dict: "OrderedDict[str, torch.Tensor]", path: Path) -> None:
+    """Refuse weights no trained network has: integer or bool tensors where weights are floats, and
+    NaN or infinite values (both load silently and give all-background masks)."""
+    not_float = [k for k, v in state_dict.items()
+                 if not v.is_floating_point() and not k.endswith("num_batches_tracked")]
+    if not_float:
+        shown = ", ".join(f"{k} ({str(state_dict[k].dtype).replace('torch.', '')})" for k in not_float[:_SHOW])
+        more = f" and {len(not_float) - _SHOW} more" if len(not_float) > _SHOW else ""
+        raise CheckpointError(f"{path}: {len(not_float)} tensor(s) are not floating point: {shown}{more}")
+    not_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not_finite:
+        more = f" and {len(not_finite) - _SHOW} more" if len(not_finite) > _SHOW else ""
+        raise CheckpointError(f"{path}: {len(not_finite)} tensor(s) hold NaN or infinite values: "
+                              f"{', '.join(not_finite[:_SHOW])}{more}")
+
+
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint file into a :class:`Checkpoint` (no model is built).
 
     Raises :class:`CheckpointError` with a one-line message for a missing file, a directory, a truncated
-    or foreign file, a pickle that needs arbitrary code, or a dict that is not a state dict.
+    or foreign file, a pickle that needs arbitrary code, a dict that is not a state dict, or tensors that
+    are not floating point or hold NaN or infinite values.
     """
     path = Path(path)
     obj, metadata = _read_file(path)
@@ -114,6 +150,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if isinstance(obj, dict) and isinstance(obj.get(CONFIG_KEY), str):
         config_json = obj[CONFIG_KEY]
     state_dict = _as_state_dict(obj, path)
+    _check_values(state_dict, path)
     conv = state_dict.get(FIRST_VALUE_CONV)
     single_object = conv is not None and conv.ndim == 4 and conv.shape[1] == SINGLE_OBJECT_IN_CHANNELS
     return Checkpoint(state_dict, path, single_object, metadata, config_json)
@@ -219,9 +256,8 @@ def save_safetensors(
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    with atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:  # creates the folder; file-system failures are one-line DataErrors
         save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
     return path
 
