@@ -49,6 +49,7 @@ def _run(core, video, masks):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.float_sensitive
 def test_query_major_read_selects_what_the_original_selects():
     g = torch.Generator().manual_seed(0)
     mk, qk = torch.randn(1, 64, 5 * 40, generator=g), torch.randn(1, 64, 40, generator=g)
@@ -74,6 +75,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+@pytest.mark.float_sensitive
 def test_split_decoder_and_value_fuser_equal_the_original(mo_model):
     """Only float summation order differs (tests/model/test_reference_net.py: 2e-5 relative)."""
     torch.manual_seed(1)
@@ -94,6 +96,7 @@ def test_split_decoder_and_value_fuser_equal_the_original(mo_model):
     assert not any("split" in k for k in mo_model.state_dict())
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("options", [{}, {"include_last": True, "mem_every": 3}, {"top_k": 5, "similarity": "dot"}],
                          ids=["default", "include_last_mem3", "top5_dot"])
 def test_exact_engine_equals_the_dense_reference(mo_model, video, options):
@@ -119,6 +122,7 @@ def test_exact_engine_equals_the_dense_reference(mo_model, video, options):
     assert mismatched / (len(ours) * ours[0][0].size) < 1e-4
 
 
+@pytest.mark.float_sensitive
 def test_bf16_mode_stays_close_to_exact_mode(small_model):
     """The optional fast mode (bfloat16 autocast on CPU; slow on CPUs without native bf16)."""
     clip = generate_video(5, num_frames=6, height=48, width=64, num_objects=2)

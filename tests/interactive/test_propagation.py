@@ -50,6 +50,7 @@ def rounds(mo_model, fusion_model):
     return vos, out
 
 
+@pytest.mark.float_sensitive
 def test_trace_matches_the_original(rounds):
     _, out = rounds
     case = json.loads((INTERACTIVE / "case.json").read_text())["propagation"]
@@ -63,6 +64,7 @@ def test_trace_matches_the_original(rounds):
             assert p.memory_added == q["mem_adds"] and [list(f) for f in p.fused] == q["fused"]
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("r", [1, 2, 3])
 def test_probabilities_and_labels(rounds, r):
     _, out = rounds
@@ -83,6 +85,7 @@ def test_probabilities_and_labels(rounds, r):
     assert np.array_equal(got["returned"], got["labels"].numpy()[:, 1:-2, 2:-3])
 
 
+@pytest.mark.float_sensitive
 def test_fusion_inputs_of_round_3(rounds):
     """Frame 7 of round 3 (forward pass, tc = 9): the un-fused propagation and the aligned difference."""
     _, out = rounds

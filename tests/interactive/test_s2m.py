@@ -4,6 +4,7 @@ section 8 (logits 1e-4, probabilities 2e-5; its float32-vs-float64 drift is 4.8e
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from interactive_data import K, frame, load_npz
 
@@ -19,6 +20,7 @@ def _close(ours: torch.Tensor, ref: np.ndarray, tol: float, what: str) -> None:
     assert diff <= tol, f"{what}: max |diff| {diff:.3g} > {tol:g}"
 
 
+@pytest.mark.float_sensitive
 def test_s2m_forward_with_intermediates(s2m_model):
     ref = load_npz("s2m.npz")
     x = torch.cat([frame(4), torch.from_numpy(ref["guidance"]).float()], dim=1)
@@ -45,6 +47,7 @@ def test_s2m_forward_with_intermediates(s2m_model):
     _close(logits[1:], ref["logits_empty_input"], LOGIT_TOL, "logits with empty guidance")
 
 
+@pytest.mark.float_sensitive
 def test_s2m_objects_of_a_davis_step(s2m_model):
     """Interaction 7 of the reference session (frame 5, previous labels 0..3): channel 3 = previous
     label map == k, channels 4-5 = the recorded dilated scribble maps -> the 3 objects' logits."""
