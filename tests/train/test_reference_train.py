@@ -44,18 +44,31 @@ def test_forward_outputs(case):
         assert err < tol, f"{variant} {name}: {err:.2e}"
 
 
+MASK_TOL = 5e-5  # test_forward_outputs' bound on |our mask - the reference's| (reference: 5e-4)
+
+
+def _fragile(data, prefix: str) -> int:
+    """Pixels whose reference mask lies within MASK_TOL of the 0.5 threshold: there our thresholded
+    mask may legitimately differ from the reference's on another host or kernel, and so may each IoU
+    count, by at most this many pixels."""
+    return int(sum((np.abs(data[f"{prefix}_{i}"] - 0.5) <= MASK_TOL).sum() for i in (1, 2)))
+
+
 @pytest.mark.float_sensitive
 @pytest.mark.parametrize("it", ["0", "45000", "100000"])
 def test_losses(case, it):
-    variant, _, _, t, out, multi = case
+    variant, _, data, t, out, multi = case
     losses = clip_losses(out, t["cls_gt"], t["gt"], int(it), t.get("sec_gt"), t.get("selector"))
     ref = CASE["cases"][variant]["losses"][it]
     for name in ("total_loss", "loss_1", "loss_2"):
         assert abs(float(losses[name].detach()) - ref[name]) <= 1e-5 * abs(ref[name]), (variant, it, name)
     assert losses["p"] == pytest.approx(ref["p"], abs=1e-12)
-    assert losses["iou/i"] == ref["hide_iou/i"] and losses["iou/u"] == ref["hide_iou/u"]
+    # IoU counts: equal up to the pixels on the threshold (a bound from the reference, not one host's count)
+    keys = [("iou/i", "hide_iou/i", "mask"), ("iou/u", "hide_iou/u", "mask")]
     if multi:
-        assert losses["iou/sec_i"] == ref["hide_iou/sec_i"] and losses["iou/sec_u"] == ref["hide_iou/sec_u"]
+        keys += [("iou/sec_i", "hide_iou/sec_i", "sec_mask"), ("iou/sec_u", "hide_iou/sec_u", "sec_mask")]
+    for ours, theirs, prefix in keys:
+        assert abs(losses[ours] - ref[theirs]) <= _fragile(data, prefix), (variant, it, ours)
 
 
 @pytest.mark.float_sensitive
