@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -29,20 +28,17 @@ def pytest_report_header(config):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     # around setup, call and teardown, so module- and session-scoped fixtures computed for the test
-    # (the reference runs) also use the kernels chosen
+    # (the reference runs) also use the kernels chosen. The switch torch.backends.mkldnn.flags(enabled=False)
+    # flips, set directly: flags() also sets oneDNN's TF32 switch, which warns on every CPU-only build.
     if not NO_MKLDNN:
         yield
         return
-    with warnings.catch_warnings():  # flags() also sets oneDNN's TF32 switch, which warns on CPU-only builds
-        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-        context = torch.backends.mkldnn.flags(enabled=False)
-        context.__enter__()
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-            context.__exit__(None, None, None)
+        torch.backends.mkldnn.enabled = previous
 
 
 def _recipe():
