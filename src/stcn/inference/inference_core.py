@@ -123,6 +123,11 @@ class InferenceCore:
             raise ValueError("max_memory_frames must be at least 2 (the first annotated frame is always kept)")
         if work_memory_mb <= 0:
             raise ValueError("work_memory_mb must be positive")
+        # The settings as keywords of this constructor: what spawn() copies and state_dict() records.
+        self._config = dict(top_k=top_k, mem_every=mem_every, include_last=include_last, size=size,
+                            similarity=similarity, query_chunk=query_chunk, max_memory_frames=max_memory_frames,
+                            memory_policy=memory_policy, work_memory_mb=work_memory_mb,
+                            channels_last=channels_last, compile=compile)
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.mem_every = mem_every
@@ -132,6 +137,7 @@ class InferenceCore:
             precision = "fp16" if self.device.type == "cuda" else "bf16"
         self.precision = resolve_precision(precision, self.device)
         self.amp = self.precision != "fp32"
+        self._config["precision"] = self.precision
         self.work_memory = int(work_memory_mb * 2**20)
         self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
         self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk,
@@ -153,6 +159,15 @@ class InferenceCore:
                    size=options.size, precision=options.precision, max_memory_frames=bound,
                    memory_policy=options.memory_policy, work_memory_mb=options.work_memory_mb,
                    compile=options.compile)
+
+    def config(self) -> dict:
+        """The engine's settings as keywords of the constructor (precision resolved)."""
+        return dict(self._config)
+
+    def spawn(self) -> InferenceCore:
+        """A fresh engine (empty memory) with this one's model and settings: the second pass of a
+        two-direction run."""
+        return InferenceCore(self.model, **self._config)
 
     def _autocast(self):
         dtype = autocast_dtype(self.precision)

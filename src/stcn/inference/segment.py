@@ -85,6 +85,19 @@ def _overlay_target(overlay: Path, out: Path, force: bool):
     return None
 
 
+def _overlay_from_pngs(writer, info, folder: Path) -> None:
+    """Feed ``writer`` every frame of ``info`` in order with the labels written to ``folder``."""
+    from stcn.io.frames import iter_frames
+    from stcn.io.masks import read_label_png
+
+    reader = iter_frames(info)
+    try:
+        for name, frame in reader:
+            writer.write(frame, read_label_png(folder / f"{name}.png")[0])
+    finally:
+        reader.close()
+
+
 def segment(
     input: str | os.PathLike,
     mask: str | os.PathLike,
@@ -100,12 +113,16 @@ def segment(
     force: bool = False,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    direction: str = "both",
 ) -> SegmentResult:
     """Segment ``input`` (frame folder or video file) from ``mask`` (PNG or folder) into ``out``.
 
     ``model`` (an STCN on its device) skips loading ``weights`` (a path or a registry name).
     ``options``: :class:`EngineOptions` (default size 480, as ``stcn segment``). Everything is written
     into a hidden sibling of ``out`` and published at the end; on any error nothing is left behind.
+    ``direction``: ``"both"`` (default) also propagates backwards from the annotated frames, so frames
+    before the first annotation get objects too; ``"forward"`` writes them as background (see
+    :func:`stcn.inference.video.plan_directions` for which pass writes which frame).
     Raises :class:`UserError` subclasses (DataError, CheckpointError) for bad inputs.
     """
     from stcn.io.files import staged_output
@@ -140,10 +157,14 @@ def segment(
     from tqdm import tqdm
 
     from stcn.inference.preprocess import resized_size
-    from stcn.inference.video import segment_video
+    from stcn.inference.video import plan_directions, segment_video
     from stcn.io.masks import match_masks, read_masks
 
-    _, palette = match_masks(read_masks(mask), info, mask, lambda message: None)
+    matched, palette = match_masks(read_masks(mask), info, mask, lambda message: None)
+    index = {name: t for t, name in enumerate(info.names)}
+    # A backward pass hands frames out of order; the overlay video needs them in order, so it is then
+    # encoded after the masks, from the written PNGs and the frames read again.
+    overlay_later = "backward" in plan_directions(info.num_frames, [index[n] for n in matched], direction)
     label_writer = overlay_writer = None
     bar = None
     results = None
@@ -156,7 +177,7 @@ def segment(
                     from stcn.weights.io import load_model
 
                     model = load_model(weights_path, torch_device)
-                results = segment_video(info, mask, model=model, options=options, warn=note)
+                results = segment_video(info, mask, model=model, options=options, warn=note, direction=direction)
                 label_writer = LabelWriter(stage, palette)
                 if overlay_path is not None:
                     # inside --out it is staged with the masks; elsewhere it is written aside and renamed
@@ -173,13 +194,15 @@ def segment(
                     probs_out = r.probs.float().cpu().numpy() if save_probs else None
                     seconds += r.seconds
                     label_writer.write(r.name, r.labels, probs_out, list(r.object_ids))
-                    if overlay_writer is not None:
+                    if overlay_writer is not None and not overlay_later:
                         overlay_writer.write(r.image, r.labels)
                     count += 1
                     object_ids = list(r.object_ids)
                     bar.update()
                 label_writer.close()
                 if overlay_writer is not None:
+                    if overlay_later:
+                        _overlay_from_pngs(overlay_writer, info, stage)
                     overlay_writer.close()
             except BaseException:
                 for writer in (label_writer, overlay_writer):

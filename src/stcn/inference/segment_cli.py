@@ -50,6 +50,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="overlay frame rate (default: the input video's, 24 for a frame folder)")
     parser.add_argument("--save-probs", action="store_true",
                         help="also write DIR/probs/<frame>.npz: probs ((K+1)xHxW float32) and object_ids")
+    parser.add_argument("--direction", choices=("both", "forward"), default="both",
+                        help="both (default): propagate forwards and backwards from the annotated frames, the "
+                             "nearer annotation deciding a frame between two; forward: forwards only, frames "
+                             "before the first annotation are background")
     add_device_argument(parser)
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty DIR (replacing same-named files) and replace --overlay")
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     result = segment(
         args.input, args.mask, args.out, weights=args.weights, options=EngineOptions.from_args(args),
         overlay=args.overlay, fps=args.fps, save_probs=args.save_probs, device=args.device, force=args.force,
-        progress=not args.quiet, warn=warn,
+        progress=not args.quiet, warn=warn, direction=args.direction,
     )
     if not args.quiet:
         print(result.summary())
