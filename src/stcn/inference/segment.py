@@ -114,6 +114,8 @@ def segment(
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
     direction: str = "both",
+    resume: bool = False,
+    checkpoint_every: int = 25,
 ) -> SegmentResult:
     """Segment ``input`` (frame folder or video file) from ``mask`` (PNG or folder) into ``out``.
 
@@ -123,8 +125,13 @@ def segment(
     ``direction``: ``"both"`` (default) also propagates backwards from the annotated frames, so frames
     before the first annotation get objects too; ``"forward"`` writes them as background (see
     :func:`stcn.inference.video.plan_directions` for which pass writes which frame).
+    ``resume``: make the run resumable, or continue the interrupted resumable run of the same command:
+    outputs and a checkpoint (every ``checkpoint_every`` written frames, and on Ctrl-C / SIGTERM) are kept
+    in :func:`stcn.inference.resume.progress_folder` ``(out)`` until the run completes; a checkpoint made for
+    another video, masks, model, options or device is refused (:class:`DataError`).
     Raises :class:`UserError` subclasses (DataError, CheckpointError) for bad inputs.
     """
+    from stcn.inference import resume as resuming
     from stcn.io.files import staged_output
     from stcn.io.frames import probe
     from stcn.io.writers import LabelWriter, OverlayWriter, pick_video_encoder
@@ -132,6 +139,8 @@ def segment(
     options = options or EngineOptions()
     if fps is not None and not fps > 0:
         raise UserError(f"--fps must be positive, not {fps}")
+    if checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
     input, mask, out = Path(input), Path(mask), Path(out)
     warnings: list[str] = []
 
@@ -165,19 +174,30 @@ def segment(
     # A backward pass hands frames out of order; the overlay video needs them in order, so it is then
     # encoded after the masks, from the written PNGs and the frames read again.
     overlay_later = "backward" in plan_directions(info.num_frames, [index[n] for n in matched], direction)
+    # A resumed run has not seen the frames written before the interruption: it encodes the overlay last too.
+    overlay_later = overlay_later or resume
     label_writer = overlay_writer = None
     bar = None
     results = None
     seconds, count, object_ids = 0.0, 0, []
     bound, memory_note = options.memory_bound(info.num_frames)
     try:
-        with staged_output(out, force=force) as stage:
+        output = resuming.resumable_output(out, force=force) if resume else staged_output(out, force=force)
+        with output as stage, resuming.held_signals(resume) as stop:
             try:
                 if model is None:
                     from stcn.weights.io import load_model
 
                     model = load_model(weights_path, torch_device)
-                results = segment_video(info, mask, model=model, options=options, warn=note, direction=direction)
+                engine, resume_after, identity = model, None, None
+                if resume:
+                    identity = resuming.run_identity(info, mask, model, options, direction=direction,
+                                                     save_probs=save_probs, device=torch_device)
+                    restored = resuming.restore(stage, identity, model, options, info.num_frames)
+                    if restored is not None:
+                        engine, resume_after, (count, seconds, object_ids) = restored
+                results = segment_video(info, mask, model=engine, options=options, warn=note, direction=direction,
+                                        resume_after=resume_after)
                 label_writer = LabelWriter(stage, palette)
                 if overlay_path is not None:
                     # inside --out it is staged with the masks; elsewhere it is written aside and renamed
@@ -188,8 +208,9 @@ def segment(
                         target, width=info.width, height=info.height, fps=fps or info.fps or 24,
                         palette=palette, codec=codec, atomic=overlay_rel is None,
                     )
-                bar = tqdm(total=info.num_frames, unit="frame", desc=input.name, leave=False,
+                bar = tqdm(total=info.num_frames, initial=count, unit="frame", desc=input.name, leave=False,
                            disable=True if not progress else None, file=sys.stderr, dynamic_ncols=True)
+                since = 0  # frames written since the last checkpoint
                 for r in results:
                     probs_out = r.probs.float().cpu().numpy() if save_probs else None
                     seconds += r.seconds
@@ -199,6 +220,14 @@ def segment(
                     count += 1
                     object_ids = list(r.object_ids)
                     bar.update()
+                    since += 1
+                    if resume and (stop.requested or (since >= checkpoint_every and count < info.num_frames)):
+                        label_writer.flush()  # the checkpoint covers only frames that are on disk
+                        resuming.checkpoint(stage, identity, r.engine, (r.direction, r.index),
+                                            (count, seconds, object_ids))
+                        since = 0
+                    if stop.requested:  # Ctrl-C / SIGTERM held until this frame was complete and saved
+                        raise KeyboardInterrupt
                 label_writer.close()
                 if overlay_writer is not None:
                     if overlay_later:

@@ -54,6 +54,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="both (default): propagate forwards and backwards from the annotated frames, the "
                              "nearer annotation deciding a frame between two; forward: forwards only, frames "
                              "before the first annotation are background")
+    parser.add_argument("--resume", action="store_true",
+                        help="make the run resumable, or continue the interrupted one of the same command: progress "
+                             "and a checkpoint are kept in the hidden folder .DIR.stcn-resume until the run completes")
+    parser.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
+                        help="with --resume: save a checkpoint every N written frames (and on Ctrl-C; default 25)")
     add_device_argument(parser)
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty DIR (replacing same-named files) and replace --overlay")
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.mask, args.out, weights=args.weights, options=EngineOptions.from_args(args),
         overlay=args.overlay, fps=args.fps, save_probs=args.save_probs, device=args.device, force=args.force,
         progress=not args.quiet, warn=warn, direction=args.direction,
+        resume=args.resume, checkpoint_every=args.checkpoint_every,
     )
     if not args.quiet:
         print(result.summary())

@@ -181,6 +181,7 @@ def segment_video(
     outputs: Collection[int] | None = None,
     warn: Callable[[str], None] | None = None,
     direction: str = "both",
+    resume_after: tuple[str, int] | None = None,
 ) -> Iterator[FrameResult]:
     """Propagate ``masks`` through ``video``, yielding one :class:`FrameResult` per frame.
 
@@ -201,6 +202,10 @@ def segment_video(
             by the pass :func:`plan_directions` gives it, so frames come backward-pass first (indices
             descending), then forward (ascending). ``"forward"``: the forward pass over every frame, in
             order (frames before the first annotation are background), as the original.
+        resume_after: ``(pass, frame)``: continue a run after its pass ``"forward"`` / ``"backward"``
+            wrote ``frame``; ``model`` is then the :class:`InferenceCore` of that pass restored with
+            :meth:`InferenceCore.load_state_dict`, and only the frames after that point are yielded
+            (what ``stcn segment --resume`` does).
 
     Raises :class:`~stcn.errors.UserError` (DataError for bad frames or masks, and out of memory).
     """
@@ -214,24 +219,38 @@ def segment_video(
         core = InferenceCore.from_options(model, options, num_frames=frames.num_frames)
     wanted = None if outputs is None else set(outputs)
     plan = plan_directions(frames.num_frames, annotations, direction)
-    return _passes(core, frames, annotations, wanted, plan)
+    if resume_after is not None and (resume_after[0] not in ("forward", "backward")
+                                     or not 0 <= resume_after[1] < frames.num_frames):
+        raise ValueError(f"resume_after must be (forward|backward, frame index), not {resume_after!r}")
+    return _passes(core, frames, annotations, wanted, plan, resume_after)
 
 
 def _passes(core: InferenceCore, frames: _Frames, annotations: dict[int, tuple], wanted: set[int] | None,
-            plan: list[str]) -> Iterator[FrameResult]:
+            plan: list[str], resume_after: tuple[str, int] | None = None) -> Iterator[FrameResult]:
     """The backward pass (if the plan gives it any frame), then the forward pass: each yields the frames
-    the plan gives it (and ``wanted`` asks for); the other frames it passes only feed its memory."""
-    if "backward" in plan:
-        last = max(annotations)
+    the plan gives it (and ``wanted`` asks for); the other frames it passes only feed its memory. With
+    ``resume_after``, ``core`` is that pass's engine, restored; the pass continues after the frame."""
+    forward_core = core
+    if "backward" in plan and (resume_after is None or resume_after[0] == "backward"):
+        last = max(annotations) if resume_after is None else resume_after[1] - 1
         mine = {t for t in range(last + 1) if plan[t] == "backward" and (wanted is None or t in wanted)}
         # A fresh engine: the backward pass must not see the forward pass's memory (nor it this one's).
-        back = core.spawn() if "forward" in plan else core
-        yield from _propagate(back, frames, annotations, mine, start=last, reverse=True)
+        if resume_after is None:
+            back = core.spawn() if "forward" in plan else core
+        else:
+            back, forward_core = core, core.spawn()
+        if last >= 0:
+            yield from _propagate(back, frames, annotations, mine, start=last, reverse=True)
         if "forward" not in plan:
             return
+        resume_after = None
     first = min(annotations) if annotations and "backward" in plan else 0
+    if resume_after is not None:
+        first = resume_after[1] + 1
+        if first >= frames.num_frames:
+            return
     mine = {t for t in range(first, frames.num_frames) if plan[t] == "forward" and (wanted is None or t in wanted)}
-    yield from _propagate(core, frames, annotations, mine, start=first, reverse=False)
+    yield from _propagate(forward_core, frames, annotations, mine, start=first, reverse=False)
 
 
 def _propagate(core: InferenceCore, frames: _Frames, annotations: dict[int, tuple], wanted: set[int] | None,
