@@ -168,7 +168,7 @@ def held_signals(enabled: bool = True) -> Iterator[_Stop]:
 
 
 def run_identity(info, mask: Path, model: torch.nn.Module, options, *, direction: str, save_probs: bool,
-                 device: torch.device) -> dict[str, Any]:
+                 device: torch.device, budget: int | None = None) -> dict[str, Any]:
     """What a checkpoint must have been made for, by kind: the video (path, frames, size, files), the
     masks (their bytes), the model (its weights), the options (engine options, direction, probabilities,
     device)."""
@@ -177,7 +177,8 @@ def run_identity(info, mask: Path, model: torch.nn.Module, options, *, direction
                   "size": [info.width, info.height], "files": fingerprint_paths(info.path)},
         "masks": fingerprint_paths(mask, content=True),
         "model": fingerprint_model(model),
-        "options": {**options.to_dict(), "direction": direction, "save_probs": save_probs, "device": str(device)},
+        "options": {**options.to_dict(), "direction": direction, "save_probs": save_probs, "device": str(device),
+                    "max_memory": budget},
     }
 
 
@@ -192,6 +193,12 @@ def _differences(saved: dict, current: dict) -> str | None:
             return f"another {kind} ({detail})"
         return f"another {kind}"
     return None
+
+
+def saved_options(folder: Path) -> dict | None:
+    """The engine options a checkpoint in ``folder`` was made with (None without one)."""
+    saved = load_state(folder / STATE_FOLDER)
+    return None if saved is None else saved[0].get("planned")
 
 
 def restore(folder: Path, identity: dict, model: torch.nn.Module, options, num_frames: int):
@@ -218,10 +225,13 @@ def restore(folder: Path, identity: dict, model: torch.nn.Module, options, num_f
                                                                [int(i) for i in progress["object_ids"]])
 
 
-def checkpoint(folder: Path, identity: dict, engine, after: tuple[str, int], progress: tuple[int, float, list]) -> None:
-    """Save ``engine`` as having just written frame ``after[1]`` in pass ``after[0]``."""
+def checkpoint(folder: Path, identity: dict, engine, after: tuple[str, int], progress: tuple[int, float, list],
+               options=None) -> None:
+    """Save ``engine`` as having just written frame ``after[1]`` in pass ``after[0]`` (``options``: the
+    engine options the run uses, which a memory budget may have chosen)."""
     meta, tensors = engine.state_dict()
     count, seconds, object_ids = progress
-    save_state(folder / STATE_FOLDER, {"identity": identity, "engine": meta, "after": list(after),
+    planned = None if options is None else options.to_dict()
+    save_state(folder / STATE_FOLDER, {"identity": identity, "engine": meta, "after": list(after), "planned": planned,
                                        "progress": {"count": count, "seconds": seconds,
                                                     "object_ids": list(object_ids)}}, tensors)

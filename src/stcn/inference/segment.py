@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from stcn.errors import DataError, UserError
 from stcn.inference.device import resolve_device
 from stcn.inference.options import EngineOptions
@@ -116,6 +118,9 @@ def segment(
     direction: str = "both",
     resume: bool = False,
     checkpoint_every: int = 25,
+    max_memory_bytes: int | str | None = None,
+    auto_size: bool = False,
+    info_line: Callable[[str], None] | None = None,
 ) -> SegmentResult:
     """Segment ``input`` (frame folder or video file) from ``mask`` (PNG or folder) into ``out``.
 
@@ -129,6 +134,10 @@ def segment(
     outputs and a checkpoint (every ``checkpoint_every`` written frames, and on Ctrl-C / SIGTERM) are kept
     in :func:`stcn.inference.resume.progress_folder` ``(out)`` until the run completes; a checkpoint made for
     another video, masks, model, options or device is refused (:class:`DataError`).
+    ``max_memory_bytes`` (bytes, or ``"2GB"``): keep the process's peak memory under it by choosing the
+    memory-frame bound, the work memory (query chunks, object batches) and, with ``auto_size``, the
+    processing size (:func:`stcn.inference.budget.plan_memory`); what it chose goes to ``info_line`` and the
+    summary, and a budget that cannot be met raises :class:`UserError` before any frame.
     Raises :class:`UserError` subclasses (DataError, CheckpointError) for bad inputs.
     """
     from stcn.inference import resume as resuming
@@ -139,6 +148,13 @@ def segment(
     options = options or EngineOptions()
     if fps is not None and not fps > 0:
         raise UserError(f"--fps must be positive, not {fps}")
+    budget = None
+    if max_memory_bytes is not None:
+        from stcn.inference.budget import parse_bytes
+
+        budget = parse_bytes(max_memory_bytes)
+    elif auto_size:
+        raise UserError("--auto-size chooses the processing size for --max-memory: give --max-memory too")
     if checkpoint_every < 1:
         raise UserError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
     input, mask, out = Path(input), Path(mask), Path(out)
@@ -181,6 +197,8 @@ def segment(
     results = None
     seconds, count, object_ids = 0.0, 0, []
     bound, memory_note = options.memory_bound(info.num_frames)
+    reverse_chunk = None
+    requested = options  # what the caller asked for (a memory budget then chooses the options run)
     try:
         output = resuming.resumable_output(out, force=force) if resume else staged_output(out, force=force)
         with output as stage, resuming.held_signals(resume) as stop:
@@ -189,15 +207,34 @@ def segment(
                     from stcn.weights.io import load_model
 
                     model = load_model(weights_path, torch_device)
+                if budget is not None:
+                    from stcn.inference.budget import plan_memory
+
+                    ids = {int(i) for labels, _ in matched.values() for i in np.unique(labels) if i}
+                    plan = plan_memory(budget, height=info.height, width=info.width, num_frames=info.num_frames,
+                                       num_objects=len(ids), options=options,
+                                       model_config=getattr(model, "config", None), save_probs=save_probs,
+                                       overlay=overlay_path is not None, auto_size=auto_size,
+                                       annotated_frames=len(matched))
+                    # a resumed run keeps the plan its checkpoint was made with (the process's size varies)
+                    saved = resuming.saved_options(stage) if resume else None
+                    options = EngineOptions(**saved) if saved is not None else plan.options
+                    reverse_chunk = plan.reverse_chunk_bytes
+                    bound, memory_note = options.memory_bound(info.num_frames)
+                    memory_note = plan.summary() if saved is None else \
+                        f"memory budget: the resumed run's plan ({options.to_dict()})"
+                    if info_line is not None:
+                        info_line(memory_note)
                 engine, resume_after, identity = model, None, None
                 if resume:
-                    identity = resuming.run_identity(info, mask, model, options, direction=direction,
-                                                     save_probs=save_probs, device=torch_device)
+                    identity = resuming.run_identity(info, mask, model, requested, direction=direction,
+                                                     save_probs=save_probs, device=torch_device, budget=budget)
                     restored = resuming.restore(stage, identity, model, options, info.num_frames)
                     if restored is not None:
                         engine, resume_after, (count, seconds, object_ids) = restored
                 results = segment_video(info, mask, model=engine, options=options, warn=note, direction=direction,
-                                        resume_after=resume_after)
+                                        resume_after=resume_after, reverse_chunk_bytes=reverse_chunk)
+                del engine  # the generator holds it (a restored backward engine is dropped after its pass)
                 label_writer = LabelWriter(stage, palette)
                 if overlay_path is not None:
                     # inside --out it is staged with the masks; elsewhere it is written aside and renamed
@@ -224,7 +261,7 @@ def segment(
                     if resume and (stop.requested or (since >= checkpoint_every and count < info.num_frames)):
                         label_writer.flush()  # the checkpoint covers only frames that are on disk
                         resuming.checkpoint(stage, identity, r.engine, (r.direction, r.index),
-                                            (count, seconds, object_ids))
+                                            (count, seconds, object_ids), options)
                         since = 0
                     if stop.requested:  # Ctrl-C / SIGTERM held until this frame was complete and saved
                         raise KeyboardInterrupt

@@ -81,15 +81,15 @@ class _Frames:
         return len(self.names)
 
 
-def _frames(video: VideoLike) -> _Frames:
+def _frames(video: VideoLike, reverse_chunk_bytes: int | None = None) -> _Frames:
     if isinstance(video, VideoInfo) or isinstance(video, (str, os.PathLike)):
         info = video if isinstance(video, VideoInfo) else probe(video)
 
         def decoded(start: int, reverse: bool) -> Iterator[Callable[[], np.ndarray]]:
             if reverse:
-                from stcn.io.reverse import iter_frames_reversed
+                from stcn.io.reverse import DEFAULT_CHUNK_BYTES, iter_frames_reversed
 
-                reader = iter_frames_reversed(info, start=start)
+                reader = iter_frames_reversed(info, start=start, chunk_bytes=reverse_chunk_bytes or DEFAULT_CHUNK_BYTES)
             elif start and info.kind == "frames":  # a folder starts at its file: nothing before it is read
                 reader = iter_frames(dataclasses.replace(info, names=info.names[start:], files=info.files[start:]))
             else:
@@ -182,6 +182,7 @@ def segment_video(
     warn: Callable[[str], None] | None = None,
     direction: str = "both",
     resume_after: tuple[str, int] | None = None,
+    reverse_chunk_bytes: int | None = None,
 ) -> Iterator[FrameResult]:
     """Propagate ``masks`` through ``video``, yielding one :class:`FrameResult` per frame.
 
@@ -206,12 +207,13 @@ def segment_video(
             wrote ``frame``; ``model`` is then the :class:`InferenceCore` of that pass restored with
             :meth:`InferenceCore.load_state_dict`, and only the frames after that point are yielded
             (what ``stcn segment --resume`` does).
+        reverse_chunk_bytes: decoded frames a video file's backward pass holds at a time (default 256 MB).
 
     Raises :class:`~stcn.errors.UserError` (DataError for bad frames or masks, and out of memory).
     """
     options = options or EngineOptions()
     plan_directions(0, (), direction)  # validates the direction before anything is read
-    frames = _frames(video)
+    frames = _frames(video, reverse_chunk_bytes)
     annotations = _masks(masks, frames, warn)
     if isinstance(model, InferenceCore):
         core = model
@@ -243,6 +245,8 @@ def _passes(core: InferenceCore, frames: _Frames, annotations: dict[int, tuple],
             yield from _propagate(back, frames, annotations, mine, start=last, reverse=True)
         if "forward" not in plan:
             return
+        # the backward engine's memory is not needed any more: drop it before the forward pass fills its own
+        back = core = None  # noqa: F841
         resume_after = None
     first = min(annotations) if annotations and "backward" in plan else 0
     if resume_after is not None:
