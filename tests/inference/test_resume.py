@@ -137,7 +137,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert _same_files(tmp_path / "ref", out) == 24
 
 
-def test_other_masks_are_refused(tmp_path, capsys, monkeypatch):
+def test_other_model_or_masks_are_refused(tmp_path, capsys, monkeypatch):
     argv = _inputs(tmp_path, annotated=4, num_frames=8)
     original = writers.LabelWriter.write
 
@@ -148,6 +148,11 @@ def test_other_masks_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(writers.LabelWriter, "write", interrupting)
     assert main([*argv, "--out", str(tmp_path / "out"), "--resume"]) == 130
     monkeypatch.setattr(writers.LabelWriter, "write", original)
+    capsys.readouterr()
+    other_model = [("real" if a == "demo" else a) for a in argv]  # the other built-in model
+    assert main([*other_model, "--out", str(tmp_path / "out"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was made for another model" in err and len(err.strip().splitlines()) == 1
     mask = next((tmp_path / "masks").iterdir())
     labels = np.array(Image.open(mask))
     moved = np.ascontiguousarray(labels[:, ::-1])  # the same objects, drawn elsewhere
