@@ -125,7 +125,7 @@ def test_mp4_objects_start_later_grey_masks(tmp_path, capsys, recipe_weights, mo
 
     code, stdout, stderr = _run(capsys, clip, "--mask", tmp_path / "masks", "--out", out, "--weights",
                                 recipe_weights("mo"), "--size", -1, "--device", "cpu",
-                                "--overlay", out / "overlay.mp4")
+                                "--overlay", out / "overlay.mp4", "--direction", "forward")
     assert code == 0, stderr
     assert "stcn: warning:" in stderr and "00099" in stderr
     assert "frames: 4" in stdout and "objects: 2 (ids 1, 2)" in stdout

@@ -42,7 +42,7 @@ def _by_hand(model, video, masks):
 def test_segment_video_equals_stepping_the_engine(model, video):
     masks = {0: video.labels[0], 4: video.labels[4]}  # a second annotation mid-way (re-annotates)
     probs, labels, core = _by_hand(model, video, masks)
-    results = list(segment_video(video.frames, masks, model=model, options=OPTIONS))
+    results = list(segment_video(video.frames, masks, model=model, options=OPTIONS, direction="forward"))
     assert [r.index for r in results] == list(range(7)) and [r.name for r in results][:2] == ["00000", "00001"]
     for r, p, lab in zip(results, probs, labels):
         assert torch.equal(r.probs, p)

@@ -112,7 +112,7 @@ def video_labels(core_or_model, video: Video, options: EngineOptions) -> Iterato
     masks = {t: _read_annotation(video, t)[0] for t in video.annotations}
     try:
         for r in segment_video(list(video.frames), masks, model=core_or_model, options=options,
-                               outputs=video.outputs):
+                               outputs=video.outputs, direction="forward"):  # the benchmarks' protocol
             labels = r.labels
             if video.mode == "binary":
                 labels = (labels > 0).astype(np.uint8) * 255

@@ -123,6 +123,11 @@ class InferenceCore:
             raise ValueError("max_memory_frames must be at least 2 (the first annotated frame is always kept)")
         if work_memory_mb <= 0:
             raise ValueError("work_memory_mb must be positive")
+        # The settings as keywords of this constructor: what spawn() copies and state_dict() records.
+        self._config = dict(top_k=top_k, mem_every=mem_every, include_last=include_last, size=size,
+                            similarity=similarity, query_chunk=query_chunk, max_memory_frames=max_memory_frames,
+                            memory_policy=memory_policy, work_memory_mb=work_memory_mb,
+                            channels_last=channels_last, compile=compile)
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.mem_every = mem_every
@@ -132,6 +137,7 @@ class InferenceCore:
             precision = "fp16" if self.device.type == "cuda" else "bf16"
         self.precision = resolve_precision(precision, self.device)
         self.amp = self.precision != "fp32"
+        self._config["precision"] = self.precision
         self.work_memory = int(work_memory_mb * 2**20)
         self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
         self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk,
@@ -153,6 +159,73 @@ class InferenceCore:
                    size=options.size, precision=options.precision, max_memory_frames=bound,
                    memory_policy=options.memory_policy, work_memory_mb=options.work_memory_mb,
                    compile=options.compile)
+
+    def config(self) -> dict:
+        """The engine's settings as keywords of the constructor (precision resolved)."""
+        return dict(self._config)
+
+    def spawn(self) -> InferenceCore:
+        """A fresh engine (empty memory) with this one's model and settings: the second pass of a
+        two-direction run."""
+        return InferenceCore(self.model, **self._config)
+
+    # ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """``(meta, tensors)``: everything the engine has learnt from the frames so far, for resuming.
+
+        meta (JSON-able): the settings (:meth:`config`), object ids, frame counter, last memory frame,
+        whether the first annotation is pinned, the pending memory's frame / objects / flags, and the
+        memory bank's bookkeeping (slots, rows, usage counts). tensors (CPU): the bank's storage
+        (``memory.*``, see :meth:`MemoryBank.state_dict`) and the pending memory (``pending.key``
+        (1, C_k, h, w), ``pending.f16`` (1, 1024, h, w), ``pending.image`` (1, 3, Hp, Wp),
+        ``pending.object_probs`` (O, 1, Hp, Wp)), each with its dtype. Save it with
+        :func:`stcn.inference.resume.save_state` (safetensors + JSON, no pickle).
+        """
+        bank_meta, bank_tensors = self.memory.state_dict()
+        meta = {
+            "config": self.config(), "object_ids": list(self.object_ids), "frame_index": self.frame_index,
+            "last_memory_frame": self.last_memory_frame, "pinned": self._pinned, "memory": bank_meta,
+            "pending": None, "channels_last": [],
+        }
+        tensors = {f"memory.{k}": v for k, v in bank_tensors.items()}
+        p = self._pending
+        if p is not None:
+            meta["pending"] = {"frame": p.frame, "object_ids": list(p.object_ids), "temporary": p.temporary,
+                               "pinned": p.pinned}
+            for name in ("key", "f16", "image", "object_probs"):
+                t = getattr(p, name)
+                # the memory format is recorded so that the restored tensors feed the network the same way
+                if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+                    meta["channels_last"].append(name)
+                tensors[f"pending.{name}"] = t.detach().to("cpu", copy=True).contiguous()
+        return meta, tensors
+
+    def load_state_dict(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Continue from :meth:`state_dict`: the next :meth:`step` gives what the saved engine's next
+        step would have, bit for bit. Raises ValueError when the settings differ from the saved ones."""
+        saved = meta["config"]
+        mine = self.config()
+        differ = [f"{k} {saved.get(k)!r} != {mine[k]!r}" for k in mine if k != "compile" and saved.get(k) != mine[k]]
+        if differ:
+            raise ValueError("the saved engine ran with other settings: " + ", ".join(differ))
+        self.memory.load_state_dict(meta["memory"], {k[len("memory."):]: v for k, v in tensors.items()
+                                                     if k.startswith("memory.")}, self.device)
+        self.object_ids = [int(i) for i in meta["object_ids"]]
+        self.frame_index = int(meta["frame_index"])
+        self.last_memory_frame = None if meta["last_memory_frame"] is None else int(meta["last_memory_frame"])
+        self._pinned = bool(meta["pinned"])
+        self._pending = None
+        p = meta["pending"]
+        if p is not None:
+            parts = {}
+            for name in ("key", "f16", "image", "object_probs"):
+                t = tensors[f"pending.{name}"].to(self.device)
+                if name in meta["channels_last"]:
+                    t = t.contiguous(memory_format=torch.channels_last)
+                parts[name] = t
+            self._pending = _PendingMemory(int(p["frame"]), parts["key"], parts["f16"], parts["image"],
+                                           parts["object_probs"], tuple(int(i) for i in p["object_ids"]),
+                                           bool(p["temporary"]), bool(p["pinned"]))
 
     def _autocast(self):
         dtype = autocast_dtype(self.precision)

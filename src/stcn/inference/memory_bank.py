@@ -250,6 +250,63 @@ class MemoryBank:
             e.key, e.values = k, v
         self._sync()
 
+    # ---- saving and restoring -------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """``(meta, tensors)``: JSON-able settings and bookkeeping, and the used part of the storage
+        (``keys`` (1, C_k, N), ``sq`` (1, N), ``values`` (R, N, C_v), ``valid`` (R, N) for the N = slots x
+        positions in use), copied to the CPU. :meth:`load_state_dict` restores the same slots, rows and
+        usage, so reads after it are bit-identical to reads of this bank."""
+        self._sync()
+        meta = {
+            "top_k": self.top_k, "similarity": self.similarity, "query_chunk": self.query_chunk,
+            "max_frames": self.max_frames, "policy": self.policy, "read_budget": self.read_budget,
+            "blocked_read": self.blocked_read, "counter": self._counter, "evicted": list(self.evicted),
+            "hw": self._hw, "capacity": self._capacity, "rows": [[oid, row] for oid, row in self._rows.items()],
+            # usage is a float64 sum: JSON's repr of a float round-trips it exactly
+            "entries": [{"frame": e.frame, "temporary": e.temporary, "usage": e.usage, "reads": e.reads,
+                         "pinned": e.pinned, "order": e.order} for e in self._entries],
+        }
+        tensors = {}
+        if self._keys is not None:
+            used = len(self._entries) * self._hw
+            tensors = {"keys": self._keys[:, :, :used], "sq": self._sq[:, :used], "values": self._values[:, :used],
+                       "valid": self._valid[:, :used]}
+            tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+        return meta, tensors
+
+    def load_state_dict(self, meta: dict, tensors: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> None:
+        """Restore what :meth:`state_dict` returned (storage on ``device``). Raises ValueError when the
+        bank's settings differ from the saved ones."""
+        settings = ("top_k", "similarity", "query_chunk", "max_frames", "policy", "read_budget", "blocked_read")
+        differ = [f"{k} {meta[k]!r} != {getattr(self, k)!r}" for k in settings if meta[k] != getattr(self, k)]
+        if differ:
+            raise ValueError("the saved memory has other settings: " + ", ".join(differ))
+        self._entries = []
+        self._reset_storage()
+        self._counter = int(meta["counter"])
+        self.evicted = [int(f) for f in meta["evicted"]]
+        if not meta["entries"]:
+            return
+        self._hw, self._capacity = int(meta["hw"]), int(meta["capacity"])
+        self._rows = {int(oid): int(row) for oid, row in meta["rows"]}
+        keys, values = tensors["keys"].to(device), tensors["values"].to(device)
+        n = self._capacity * self._hw
+        used = keys.shape[2]
+        # the same capacity as the saved bank: slot reuse and growth then continue exactly as they would have
+        self._keys = keys.new_zeros(1, keys.shape[1], n)
+        self._sq = keys.new_zeros(1, n)
+        self._values = values.new_zeros(values.shape[0], n, values.shape[2])
+        self._valid = torch.zeros(values.shape[0], n, dtype=torch.bool, device=keys.device)
+        self._keys[:, :, :used] = keys
+        self._sq[:, :used] = tensors["sq"].to(device)
+        self._values[:, :used] = values
+        self._valid[:, :used] = tensors["valid"].to(device)
+        for slot, m in enumerate(meta["entries"]):
+            e = _Entry(int(m["frame"]), self._keys, {}, bool(m["temporary"]), float(m["usage"]), int(m["reads"]),
+                       bool(m["pinned"]), int(m["order"]))
+            self._point(slot, e)
+            self._entries.append(e)
+
     def _workspace_for(self, elements: int, like: torch.Tensor) -> torch.Tensor:
         ws = self._workspace
         if ws is None or ws.numel() < elements or ws.device != like.device or ws.dtype != like.dtype:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from stcn import guards
 from stcn.errors import DataError, UserError
 from stcn.inference.device import resolve_device
@@ -88,6 +90,19 @@ def _overlay_target(overlay: Path, out: Path, force: bool):
     return None
 
 
+def _overlay_from_pngs(writer, info, folder: Path) -> None:
+    """Feed ``writer`` every frame of ``info`` in order with the labels written to ``folder``."""
+    from stcn.io.frames import iter_frames
+    from stcn.io.masks import read_label_png
+
+    reader = iter_frames(info)
+    try:
+        for name, frame in reader:
+            writer.write(frame, read_label_png(folder / f"{name}.png")[0])
+    finally:
+        reader.close()
+
+
 def segment(
     input: str | os.PathLike,
     mask: str | os.PathLike,
@@ -103,14 +118,32 @@ def segment(
     force: bool = False,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    direction: str = "both",
+    resume: bool = False,
+    checkpoint_every: int = 25,
+    max_memory_bytes: int | str | None = None,
+    auto_size: bool = False,
+    info_line: Callable[[str], None] | None = None,
 ) -> SegmentResult:
     """Segment ``input`` (frame folder or video file) from ``mask`` (PNG or folder) into ``out``.
 
     ``model`` (an STCN on its device) skips loading ``weights`` (a path or a registry name).
     ``options``: :class:`EngineOptions` (default size 480, as ``stcn segment``). Everything is written
     into a hidden sibling of ``out`` and published at the end; on any error nothing is left behind.
+    ``direction``: ``"both"`` (default) also propagates backwards from the annotated frames, so frames
+    before the first annotation get objects too; ``"forward"`` writes them as background (see
+    :func:`stcn.inference.video.plan_directions` for which pass writes which frame).
+    ``resume``: make the run resumable, or continue the interrupted resumable run of the same command:
+    outputs and a checkpoint (every ``checkpoint_every`` written frames, and on Ctrl-C / SIGTERM) are kept
+    in :func:`stcn.inference.resume.progress_folder` ``(out)`` until the run completes; a checkpoint made for
+    another video, masks, model, options or device is refused (:class:`DataError`).
+    ``max_memory_bytes`` (bytes, or ``"2GB"``): keep the process's peak memory under it by choosing the
+    memory-frame bound, the work memory (query chunks, object batches) and, with ``auto_size``, the
+    processing size (:func:`stcn.inference.budget.plan_memory`); what it chose goes to ``info_line`` and the
+    summary, and a budget that cannot be met raises :class:`UserError` before any frame.
     Raises :class:`UserError` subclasses (DataError, CheckpointError) for bad inputs.
     """
+    from stcn.inference import resume as resuming
     from stcn.io.files import staged_output
     from stcn.io.frames import probe
     from stcn.io.writers import LabelWriter, OverlayWriter, pick_video_encoder
@@ -118,6 +151,15 @@ def segment(
     options = options or EngineOptions()
     if fps is not None and not fps > 0:
         raise UserError(f"--fps must be positive, not {fps}")
+    budget = None
+    if max_memory_bytes is not None:
+        from stcn.inference.budget import parse_bytes
+
+        budget = parse_bytes(max_memory_bytes)
+    elif auto_size:
+        raise UserError("--auto-size chooses the processing size for --max-memory: give --max-memory too")
+    if checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be at least 1, not {checkpoint_every}")
     input, mask, out = Path(input), Path(mask), Path(out)
     warnings: list[str] = []
 
@@ -143,7 +185,7 @@ def segment(
     from tqdm import tqdm
 
     from stcn.inference.preprocess import resized_size
-    from stcn.inference.video import segment_video
+    from stcn.inference.video import plan_directions, segment_video
     from stcn.io.masks import match_masks, read_masks
 
     matched, palette = match_masks(read_masks(mask), info, mask, lambda message: None)
@@ -151,19 +193,55 @@ def segment(
     # sizes and memory before anything is loaded or created (a 16x4000 frame at --size 480 is 120000 wide)
     guards.check_frame_fits(info.width, info.height, options.size, num_objects, device=torch_device,
                             where=f"the frames of {input}")
+    index = {name: t for t, name in enumerate(info.names)}
+    # A backward pass hands frames out of order; the overlay video needs them in order, so it is then
+    # encoded after the masks, from the written PNGs and the frames read again.
+    overlay_later = "backward" in plan_directions(info.num_frames, [index[n] for n in matched], direction)
+    # A resumed run has not seen the frames written before the interruption: it encodes the overlay last too.
+    overlay_later = overlay_later or resume
     label_writer = overlay_writer = None
     bar = None
     results = None
     seconds, count, object_ids = 0.0, 0, []
     bound, memory_note = options.memory_bound(info.num_frames)
+    reverse_chunk = None
+    requested = options  # what the caller asked for (a memory budget then chooses the options run)
     try:
-        with staged_output(out, force=force) as stage:
+        output = resuming.resumable_output(out, force=force) if resume else staged_output(out, force=force)
+        with output as stage, resuming.held_signals(resume) as stop:
             try:
                 if model is None:
                     from stcn.weights.io import load_model
 
                     model = load_model(weights_path, torch_device)
-                results = segment_video(info, mask, model=model, options=options, warn=note)
+                if budget is not None:
+                    from stcn.inference.budget import plan_memory
+
+                    ids = {int(i) for labels, _ in matched.values() for i in np.unique(labels) if i}
+                    plan = plan_memory(budget, height=info.height, width=info.width, num_frames=info.num_frames,
+                                       num_objects=len(ids), options=options,
+                                       model_config=getattr(model, "config", None), save_probs=save_probs,
+                                       overlay=overlay_path is not None, auto_size=auto_size,
+                                       annotated_frames=len(matched))
+                    # a resumed run keeps the plan its checkpoint was made with (the process's size varies)
+                    saved = resuming.saved_options(stage) if resume else None
+                    options = EngineOptions(**saved) if saved is not None else plan.options
+                    reverse_chunk = plan.reverse_chunk_bytes
+                    bound, memory_note = options.memory_bound(info.num_frames)
+                    memory_note = plan.summary() if saved is None else \
+                        f"memory budget: the resumed run's plan ({options.to_dict()})"
+                    if info_line is not None:
+                        info_line(memory_note)
+                engine, resume_after, identity = model, None, None
+                if resume:
+                    identity = resuming.run_identity(info, mask, model, requested, direction=direction,
+                                                     save_probs=save_probs, device=torch_device, budget=budget)
+                    restored = resuming.restore(stage, identity, model, options, info.num_frames)
+                    if restored is not None:
+                        engine, resume_after, (count, seconds, object_ids) = restored
+                results = segment_video(info, mask, model=engine, options=options, warn=note, direction=direction,
+                                        resume_after=resume_after, reverse_chunk_bytes=reverse_chunk)
+                del engine  # the generator holds it (a restored backward engine is dropped after its pass)
                 label_writer = LabelWriter(stage, palette)
                 if overlay_path is not None:
                     # inside --out it is staged with the masks; elsewhere it is written aside and renamed
@@ -174,19 +252,30 @@ def segment(
                         target, width=info.width, height=info.height, fps=fps or info.fps or 24,
                         palette=palette, codec=codec, atomic=overlay_rel is None,
                     )
-                bar = tqdm(total=info.num_frames, unit="frame", desc=input.name, leave=False,
+                bar = tqdm(total=info.num_frames, initial=count, unit="frame", desc=input.name, leave=False,
                            disable=True if not progress else None, file=sys.stderr, dynamic_ncols=True)
+                since = 0  # frames written since the last checkpoint
                 for r in results:
                     probs_out = r.probs.float().cpu().numpy() if save_probs else None
                     seconds += r.seconds
                     label_writer.write(r.name, r.labels, probs_out, list(r.object_ids))
-                    if overlay_writer is not None:
+                    if overlay_writer is not None and not overlay_later:
                         overlay_writer.write(r.image, r.labels)
                     count += 1
                     object_ids = list(r.object_ids)
                     bar.update()
+                    since += 1
+                    if resume and (stop.requested or (since >= checkpoint_every and count < info.num_frames)):
+                        label_writer.flush()  # the checkpoint covers only frames that are on disk
+                        resuming.checkpoint(stage, identity, r.engine, (r.direction, r.index),
+                                            (count, seconds, object_ids), options)
+                        since = 0
+                    if stop.requested:  # Ctrl-C / SIGTERM held until this frame was complete and saved
+                        raise KeyboardInterrupt
                 label_writer.close()
                 if overlay_writer is not None:
+                    if overlay_later:
+                        _overlay_from_pngs(overlay_writer, info, stage)
                     overlay_writer.close()
             except BaseException:
                 for writer in (label_writer, overlay_writer):

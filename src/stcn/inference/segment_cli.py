@@ -50,6 +50,21 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="overlay frame rate (default: the input video's, 24 for a frame folder)")
     parser.add_argument("--save-probs", action="store_true",
                         help="also write DIR/probs/<frame>.npz: probs ((K+1)xHxW float32) and object_ids")
+    parser.add_argument("--direction", choices=("both", "forward"), default="both",
+                        help="both (default): propagate forwards and backwards from the annotated frames, the "
+                             "nearer annotation deciding a frame between two; forward: forwards only, frames "
+                             "before the first annotation are background")
+    parser.add_argument("--resume", action="store_true",
+                        help="make the run resumable, or continue the interrupted one of the same command: progress "
+                             "and a checkpoint are kept in the hidden folder .DIR.stcn-resume until the run completes")
+    parser.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
+                        help="with --resume: save a checkpoint every N written frames (and on Ctrl-C; default 25)")
+    parser.add_argument("--max-memory", metavar="BYTES",
+                        help="keep the process's peak memory under this (e.g. 2GB, 1.5G, 800MB) by choosing the "
+                             "memory-frame bound and the work memory (and with --auto-size the processing size); "
+                             "says what it chose, fails at the start if it cannot be met")
+    parser.add_argument("--auto-size", action="store_true",
+                        help="with --max-memory: lower the processing size if the budget needs it")
     add_device_argument(parser)
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty DIR (replacing same-named files) and replace --overlay")
@@ -62,12 +77,17 @@ def run(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         print(f"stcn: warning: {message}", file=sys.stderr)
 
+    def info(line: str) -> None:
+        print(f"stcn: {line}", file=sys.stderr)
+
     from stcn.inference.segment import segment
 
     result = segment(
         args.input, args.mask, args.out, weights=args.weights, options=EngineOptions.from_args(args),
         overlay=args.overlay, fps=args.fps, save_probs=args.save_probs, device=args.device, force=args.force,
-        progress=not args.quiet, warn=warn,
+        progress=not args.quiet, warn=warn, direction=args.direction,
+        resume=args.resume, checkpoint_every=args.checkpoint_every, max_memory_bytes=args.max_memory,
+        auto_size=args.auto_size, info_line=None if args.quiet else info,
     )
     if not args.quiet:
         print(result.summary())

@@ -54,6 +54,16 @@ class BackgroundWorker:
                 if not self._thread.is_alive():
                     raise RuntimeError("the writer thread stopped") from None
 
+    def flush(self) -> None:
+        """Wait until every call submitted so far has run (re-raising a failure), keeping the thread."""
+        done = threading.Event()
+        self.submit(done.set)
+        while not done.wait(0.05):  # a failed call skips the rest, done.set included: check for it
+            self._raise_error()
+            if not self._thread.is_alive():
+                raise RuntimeError("the writer thread stopped")
+        self._raise_error()
+
     @property
     def aborted(self) -> bool:
         return self._aborted

@@ -100,6 +100,10 @@ class LabelWriter(_Writer):
     def close(self) -> None:
         self._worker.close()
 
+    def flush(self) -> None:
+        """Wait until every frame written so far is on disk (a resumable run's checkpoint needs it)."""
+        self._worker.flush()
+
     def abort(self) -> None:
         self._worker.abort()
 
