@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from reference_data import REFERENCE, load_npz
 
+from stcn.inference.dense_reference import dense_topk_weights
 from stcn.model import aggregate, memory
 from stcn.model.network import others_sum
 
@@ -58,11 +59,11 @@ def run(mo_model, ref):
         mk = torch.cat([m0.key.flatten(2), m1.key.flatten(2)], 2)
         mv = torch.cat([v0.flatten(2), v1.flatten(2)], 2)
         qk = q.key.flatten(2)
-        aff = memory.affinity(mk, qk)
+        aff = memory.get_similarity(mk, qk)
         out.update(
             affinity_raw=aff,
-            affinity_topk=memory.softmax_topk_dense(aff, 20),
-            affinity_full_softmax_train=memory.softmax_full(aff),
+            affinity_topk=dense_topk_weights(aff, 20),
+            affinity_full_softmax_train=memory.softmax(aff)[0],
         )
         readout = memory.read_memory(mk, mv, qk, top_k=20).view(3, 512, 7, 12)
         out["readout"] = readout

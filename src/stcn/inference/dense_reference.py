@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from stcn.inference.inference_core import InferenceCore
-from stcn.model.memory import Similarity, affinity, softmax_topk_dense
+from stcn.model.memory import Similarity, get_similarity, softmax
 from stcn.model.network import KeyFeatures
 
 
@@ -29,8 +29,14 @@ def dense_read(mem_key: torch.Tensor, mem_value: torch.Tensor, query_key: torch.
                similarity: Similarity = "l2") -> torch.Tensor:
     """The original's read for one object: mem_key (1, C_k, N), mem_value (1, C_v, N), query_key
     (1, C_k, M) -> (1, C_v, M) through the dense (N, M) top-k matrix."""
-    weights = softmax_topk_dense(affinity(mem_key, query_key, similarity), top_k)
-    return torch.bmm(mem_value, weights)
+    return torch.bmm(mem_value, dense_topk_weights(get_similarity(mem_key, query_key, similarity), top_k))
+
+
+def dense_topk_weights(sim: torch.Tensor, top_k: int) -> torch.Tensor:
+    """The top-k softmax of a memory-major similarity (B, N, M) as the original writes it: a dense
+    (B, N, M) matrix, zero outside each query's top k."""
+    weights, indices = softmax(sim, top_k)
+    return torch.zeros_like(sim).scatter_(1, indices, weights.to(sim.dtype))
 
 
 class DenseReferenceCore(InferenceCore):

@@ -21,7 +21,7 @@ from torch import nn
 
 from stcn.interactive.aggregate import aggregate_wbg
 from stcn.interactive.checkpoint import load_network
-from stcn.model.memory import affinity, softmax_full
+from stcn.model.memory import get_similarity, softmax
 
 FUSION_IN_CHANNELS = 9  # image (3) + seg1 + seg2 + attn (2) + time (2)
 
@@ -82,7 +82,7 @@ def attention_weights(mem_key: torch.Tensor, query_key: torch.Tensor) -> torch.T
     (rows: interacted-frame positions, columns: target-frame positions). The query-norm term of the
     negative squared distance cancels in this softmax and is left out (STCN's affinity)."""
     c = mem_key.shape[1]
-    return softmax_full(affinity(mem_key.reshape(1, c, -1), query_key.reshape(1, c, -1)))
+    return softmax(get_similarity(mem_key.reshape(1, c, -1), query_key.reshape(1, c, -1)))[0]
 
 
 def align_difference(

@@ -1,11 +1,14 @@
-"""Space-time memory read: affinity between memory and query keys, softmax, read-out of values.
+"""Space-time memory read: similarity between memory and query keys, softmax, read-out of values.
 
 Shapes: memory keys ``mem_key`` (B, C_k, N) with N = T*h*w positions over the memory frames, query keys
-``query_key`` (B, C_k, M) with M = h*w, memory values (B, C_v, N). One affinity serves every object:
+``query_key`` (B, C_k, M) with M = h*w, memory values (B, C_v, N). One similarity serves every object:
 objects differ in their values, never in their keys.
 
-Training reads with a full softmax over N; inference keeps only the top-k affinities per query.
-The same functions serve both (the training wrapper and the inference engine import them from here).
+Two functions hold the maths, and every read is built from them: :func:`get_similarity` (the L2 or dot
+affinity, memory-major (B, N, M) or query-major (B, M, N)) and :func:`softmax` (full, as in training,
+or over the top k, as in inference). Training (:func:`read_memory` with ``top_k=None``), the inference
+engine (:func:`read_memory_pm`, :mod:`stcn.model.topk_read`), the dense oracle
+(:mod:`stcn.inference.dense_reference`) and the interactive fusion all call them.
 """
 from __future__ import annotations
 
@@ -17,49 +20,83 @@ import torch
 Similarity = Literal["l2", "dot"]
 
 
-def affinity(mem_key: torch.Tensor, query_key: torch.Tensor, similarity: Similarity = "l2") -> torch.Tensor:
-    """Raw affinity (B, N, M) between memory keys (B, C, N) and query keys (B, C, M).
+def get_similarity(
+    mem_key: torch.Tensor,
+    query_key: torch.Tensor,
+    similarity: Similarity = "l2",
+    *,
+    mem_sq: torch.Tensor | None = None,
+    query_major: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Raw similarity between memory keys (B, C, N) and query keys (B, C, M): (B, N, M), or (B, M, N)
+    with ``query_major``.
 
     ``l2``: (2 mk.qk - |mk|^2) / sqrt(C), the negative squared distance without its query-only term,
     which cancels in the softmax over N. ``dot``: mk.qk / sqrt(C) (the paper's ablation).
-    The operations mirror the original's in order and dtype so the top-k selections are the same.
+    The operations are the original's, in its order and dtype, so the top-k selections are the same;
+    they run in place on the product (2x is exact and b - a rounds as -a + b, so the bits do not change),
+    which keeps one (N, M) block instead of three (autograd allows it: the product's backward needs
+    its inputs only).
+
+    ``mem_sq`` (B, N): the memory keys' squared norms, if already known (the inference bank keeps them).
+    ``query_major``: form query^T x memory, so that a top-k over memory runs along contiguous memory
+    (several times faster than along dim 1 of the (N, M) form). Each element is the same C-term dot
+    product as in the (N, M) form (bit-identical with the BLAS we tested, tests/inference/test_fast_bounded.py).
+    ``out``: query-major with B = 1 only, a flat buffer of at least M * N elements of the keys' dtype
+    reused for the result, so that no large block is allocated (and page-faulted) per call; ignored
+    when too small.
     """
-    channels = mem_key.shape[1]
-    dot = mem_key.transpose(1, 2) @ query_key
-    if similarity == "dot":
-        return dot / math.sqrt(channels)
-    if similarity != "l2":
+    if similarity not in ("l2", "dot"):
         raise ValueError(f"unknown similarity {similarity!r} (expected 'l2' or 'dot')")
-    mem_sq = mem_key.pow(2).sum(1).unsqueeze(2)
-    return (-mem_sq + 2 * dot) / math.sqrt(channels)
+    channels, n = mem_key.shape[1], mem_key.shape[2]
+    m = query_key.shape[2]
+    if not query_major:
+        sim = mem_key.transpose(1, 2) @ query_key  # (B, N, M)
+    elif out is not None and out.numel() >= m * n and out.dtype == mem_key.dtype:
+        sim = torch.mm(query_key[0].t(), mem_key[0], out=out[: m * n].view(m, n)).unsqueeze(0)
+    else:
+        sim = torch.matmul(query_key.transpose(1, 2), mem_key)  # (B, M, N)
+    if similarity == "l2":
+        if mem_sq is None:
+            mem_sq = mem_key.pow(2).sum(1)
+        mem_sq = mem_sq.reshape(-1, 1, n) if query_major else mem_sq.reshape(-1, n, 1)
+        if sim.dtype == mem_sq.dtype:
+            sim.mul_(2).sub_(mem_sq)
+        else:  # under autocast: a half-precision product, float norms; the sum is float, as in the original
+            sim = sim.mul_(2) - mem_sq
+    return sim.div_(math.sqrt(channels))
 
 
-def softmax_full(aff: torch.Tensor) -> torch.Tensor:
-    """Softmax over memory positions (dim 1) with the maximum subtracted, as in training. (B, N, M)."""
-    maxes = aff.max(dim=1, keepdim=True)[0]
-    x_exp = torch.exp(aff - maxes)
-    return x_exp / x_exp.sum(dim=1, keepdim=True)
+def softmax(sim: torch.Tensor, top_k: int | None = None, *, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax of a similarity over its memory positions ``dim`` (1: memory-major, 2: query-major).
 
+    ``top_k=None``: the full softmax (training's read), weights of ``sim``'s shape and no indices.
+    ``top_k=k``: the softmax over the k largest similarities per query (inference's read): weights and
+    the memory positions they belong to, both of ``sim``'s shape with ``dim`` cut to min(k, N), sorted
+    largest first.
 
-def softmax_topk(aff: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k softmax over memory positions: weights and indices, both (B, k, M).
-
-    The kept affinities are exponentiated after subtracting their maximum (the first, as topk sorts).
-    The original does not subtract it: its weights overflow to NaN once an affinity exceeds ~88.7,
-    which the released weights never reach but a network trained from scratch does (our demo model's
-    keys give affinities up to ~500). The result differs from the original's by float rounding only.
+    The maximum is subtracted before the exponential in both. The original's top-k does not subtract
+    it: its weights overflow to NaN once a similarity exceeds ~88.7, which the released weights never
+    reach but a network trained from scratch does (our demo model's keys give similarities up to ~500).
+    The result differs from the original's by float rounding only.
     """
-    k = min(top_k, aff.shape[1])
-    values, indices = torch.topk(aff, k=k, dim=1)
-    weights = (values - values[:, :1]).exp()
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    return weights, indices
+    if top_k is None:
+        return _normalised_exp(sim, sim.max(dim=dim, keepdim=True)[0], dim), None
+    values, indices = torch.topk(sim, k=min(top_k, sim.shape[dim]), dim=dim)
+    return softmax_sorted(values, dim=dim), indices
 
 
-def softmax_topk_dense(aff: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Top-k softmax as a dense (B, N, M) matrix, zero outside the top k (the original's form; a test oracle)."""
-    weights, indices = softmax_topk(aff, top_k)
-    return torch.zeros_like(aff).scatter_(1, indices, weights.to(aff.dtype))
+def softmax_sorted(values: torch.Tensor, *, dim: int) -> torch.Tensor:
+    """Softmax of values already sorted largest first along ``dim`` (a top-k's output): the first is
+    the maximum. Shared by :func:`softmax` and the blocked read, whose last top-k merges the blocks'."""
+    return _normalised_exp(values, values.narrow(dim, 0, 1), dim)
+
+
+def _normalised_exp(x: torch.Tensor, maxes: torch.Tensor, dim: int) -> torch.Tensor:
+    """exp(x - max) / sum: the one place the softmax's arithmetic is written."""
+    x_exp = torch.exp(x - maxes)
+    return x_exp / x_exp.sum(dim=dim, keepdim=True)
 
 
 def readout_dense(weights: torch.Tensor, mem_value: torch.Tensor) -> torch.Tensor:
@@ -67,26 +104,6 @@ def readout_dense(weights: torch.Tensor, mem_value: torch.Tensor) -> torch.Tenso
     if weights.shape[0] != mem_value.shape[0]:
         weights = weights.expand(mem_value.shape[0], -1, -1)
     return torch.bmm(mem_value, weights)
-
-
-def readout_topk(weights: torch.Tensor, indices: torch.Tensor, mem_value: torch.Tensor) -> torch.Tensor:
-    """Gather the k selected values per query: no (N x M) matrix is formed.
-
-    weights, indices: (1, k, M) -- one selection shared by every object -- or (O, k, M), one per object;
-    mem_value: (O, C_v, N) -> read-out (O, C_v, M). Peak extra memory is one (O, C_v, M) buffer.
-    """
-    objects, channels, _ = mem_value.shape
-    k, m = indices.shape[1], indices.shape[2]
-    out = mem_value.new_zeros(objects, channels, m)
-    shared = indices.shape[0] == 1
-    for j in range(k):
-        w = weights[:, j].unsqueeze(1).to(mem_value.dtype)  # (1 or O, 1, M)
-        if shared:
-            picked = mem_value.index_select(2, indices[0, j])  # (O, C_v, M)
-        else:
-            picked = torch.gather(mem_value, 2, indices[:, j].unsqueeze(1).expand(objects, channels, m))
-        out.addcmul_(picked, w)
-    return out
 
 
 DEFAULT_READ_BUDGET = 64 << 20  # bytes of affinity per query chunk (see auto_query_chunk)
@@ -118,51 +135,34 @@ def topk_weights(
     """Top-k softmax weights and indices in query-major form: mem_key (1, C_k, N), query_key (1, C_k, m)
     -> weights, indices (B, m, k), B = 1, or O when ``valid`` (O, N) restricts each object's positions.
 
-    The affinity is formed as (m, N), i.e. query^T x memory, so that the top-k runs along contiguous
-    memory (several times faster than along dim 1 of the (N, m) form). Each element is the same
-    64-term dot product as the original's (N, m) form (bit-identical with the BLAS we tested, see
-    tests/inference/test_fast_bounded.py), then ``(-|mk|^2 + 2 dot) / sqrt(C)`` in the original's
-    order, done in place. ``mem_sq`` (1, N): the memory keys' squared norms, if already known.
+    :func:`get_similarity` (query-major) then :func:`softmax` along memory, with the objects' validity
+    masked in between. ``mem_sq`` (1, N): the memory keys' squared norms, if already known.
     ``workspace``: a flat float buffer of at least (1 + O) * m * N elements (1 * m * N without
-    ``valid``) reused for the affinity, so that no large block is allocated (and page-faulted) per call.
+    ``valid``) reused for the similarity and its masked copies, so that no large block is allocated
+    (and page-faulted) per call.
     """
-    channels, n = mem_key.shape[1], mem_key.shape[2]
-    m = query_key.shape[2]
-    if workspace is not None and workspace.numel() >= m * n and workspace.dtype == mem_key.dtype:
-        aff = torch.mm(query_key[0].t(), mem_key[0], out=workspace[: m * n].view(m, n)).unsqueeze(0)
-    else:
-        workspace = None
-        aff = torch.matmul(query_key.transpose(1, 2), mem_key)  # (1, m, N)
-    if similarity == "l2":
-        if mem_sq is None:
-            mem_sq = mem_key.pow(2).sum(1)
-        aff.mul_(2).sub_(mem_sq.reshape(1, 1, -1)).div_(math.sqrt(channels))
-    elif similarity == "dot":
-        aff.div_(math.sqrt(channels))
-    else:
-        raise ValueError(f"unknown similarity {similarity!r} (expected 'l2' or 'dot')")
+    n, m = mem_key.shape[2], query_key.shape[2]
+    if workspace is not None and (workspace.numel() < m * n or workspace.dtype != mem_key.dtype):
+        workspace = None  # too small for the similarity: allocate
+    sim = get_similarity(mem_key, query_key, similarity, mem_sq=mem_sq, query_major=True, out=workspace)
     if valid is not None:
         objects = valid.shape[0]
         if workspace is not None and workspace.numel() >= (1 + objects) * m * n:
             masked = workspace[m * n: (1 + objects) * m * n].view(objects, m, n)
-            masked.copy_(aff.expand(objects, -1, -1)).masked_fill_(~valid[:, None, :], float("-inf"))
-            aff = masked
+            masked.copy_(sim.expand(objects, -1, -1)).masked_fill_(~valid[:, None, :], float("-inf"))
+            sim = masked
         else:
-            aff = aff.expand(objects, -1, -1).masked_fill(~valid[:, None, :], float("-inf"))
-    k = min(top_k, aff.shape[2])
-    values, indices = torch.topk(aff, k=k, dim=2)
-    del aff
-    weights = values.sub_(values[:, :, :1].clone()).exp_()  # stable: see softmax_topk (clone: no aliasing)
-    weights /= weights.sum(dim=2, keepdim=True)
+            sim = sim.expand(objects, -1, -1).masked_fill(~valid[:, None, :], float("-inf"))
+    weights, indices = softmax(sim, top_k, dim=2)
     return weights, indices
 
 
 def readout_topk_pm(weights: torch.Tensor, indices: torch.Tensor, mem_value: torch.Tensor) -> torch.Tensor:
     """Gather read-out from position-major values: weights, indices (1 or O, m, k) from
-    :func:`topk_weights`, mem_value (O, N, C_v) -> (O, m, C_v).
+    :func:`topk_weights`, mem_value (O, N, C_v) -> (O, m, C_v). No (N x m) matrix is formed.
 
     Each selected value is one contiguous row of C_v floats. The sum runs over the k selections in
-    order (largest first), as :func:`readout_topk`, so both give the same bits for the same weights.
+    order (largest first), as the dense product with the top-k matrix does up to summation order.
     The (O, m, C_v) result is the channels-last layout of (O, C_v, h, w).
     """
     objects, _, channels = mem_value.shape
@@ -244,24 +244,25 @@ def read_memory(
     """Read the memory for one query frame, for all objects at once.
 
     mem_key (1, C_k, N), mem_value (O, C_v, N), query_key (1, C_k, M) -> read-out (O, C_v, M).
-    ``top_k=None`` uses the full softmax (training). ``valid`` (O, N) bool marks, per object, the memory
-    positions it may read (objects that appeared late exist only in later memory frames): the affinity
-    is still computed once, and each object takes its top-k over its own positions. ``query_chunk``
-    bounds peak memory by processing that many query positions at a time (results are identical).
-    This is the original's (N, M) form; the inference engine's memory bank keeps its values
-    position-major and calls :func:`read_memory_pm` (query-major affinity, same selections).
+    ``top_k=None`` uses the full softmax (training): the original's memory-major (N, M) form, dense
+    weights times values. ``valid`` (O, N) bool marks, per object, the memory positions it may read
+    (objects that appeared late exist only in later memory frames): the similarity is still computed
+    once, and each object's softmax runs over its own positions. ``query_chunk`` bounds peak memory by
+    processing that many query positions at a time (results are identical).
+    ``top_k=k`` reads as the inference engine does (:func:`read_memory_pm` on a position-major copy
+    of the values), so that the top-k read has one implementation.
     """
+    if top_k is not None:
+        out = read_memory_pm(mem_key, mem_value.transpose(1, 2).contiguous(), query_key, top_k=top_k,
+                             similarity=similarity, valid=valid, query_chunk=query_chunk)
+        return out.transpose(1, 2).contiguous()
     m = query_key.shape[2]
     chunk = m if query_chunk is None else max(1, int(query_chunk))
     outs = []
     for start in range(0, m, chunk):
-        q = query_key[:, :, start:start + chunk]
-        aff = affinity(mem_key, q, similarity)  # (1, N, m_chunk)
+        sim = get_similarity(mem_key, query_key[:, :, start:start + chunk], similarity)  # (1, N, m_chunk)
         if valid is not None and not bool(valid.all()):
-            aff = aff.expand(valid.shape[0], -1, -1).masked_fill(~valid[:, :, None], float("-inf"))
-        if top_k is None:
-            outs.append(readout_dense(softmax_full(aff), mem_value))
-        else:
-            weights, indices = softmax_topk(aff, top_k)
-            outs.append(readout_topk(weights, indices, mem_value))
+            sim = sim.expand(valid.shape[0], -1, -1).masked_fill(~valid[:, :, None], float("-inf"))
+        weights, _ = softmax(sim)
+        outs.append(readout_dense(weights, mem_value))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)

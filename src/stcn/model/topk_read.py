@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from stcn.model.memory import Similarity, readout_topk_pm
+from stcn.model.memory import Similarity, get_similarity, readout_topk_pm, softmax_sorted
 
 DEFAULT_BLOCK = 4096  # memory positions per affinity block
 DEFAULT_QUERY_BLOCK = 512  # query positions per block: 512 x 4096 floats = 8 MiB
@@ -76,14 +76,13 @@ def topk_weights_blocked(
     cand_values, cand_indices = [], []
     for start in range(0, n, block):
         stop = min(n, start + block)
-        aff = torch.mm(q, keys[:, start:stop], out=workspace[: m * (stop - start)].view(m, stop - start))
-        if similarity == "l2":
-            if late_scale:
+        if late_scale:  # ranked by mk.qk - |mk|^2 / 2, scaled after the selection (module docstring)
+            aff = torch.mm(q, keys[:, start:stop], out=workspace[: m * (stop - start)].view(m, stop - start))
+            if similarity == "l2":
                 aff.sub_(half_sq[start:stop])
-            else:
-                aff.mul_(2).sub_(mem_sq[start:stop]).div_(scale)
-        elif not late_scale:
-            aff.div_(scale)
+        else:  # the similarity itself, in the workspace
+            aff = get_similarity(mem_key[:, :, start:stop], query_key, similarity, query_major=True,
+                                 mem_sq=mem_sq[start:stop] if similarity == "l2" else None, out=workspace)[0]
         kb = min(k, stop - start)
         part = valid[:, start:stop] if valid is not None else None
         if part is None or bool(part.all()):
@@ -102,9 +101,7 @@ def topk_weights_blocked(
     indices = indices.gather(2, pos)
     if late_scale:
         values.mul_((2.0 if similarity == "l2" else 1.0) / scale)  # a power of two: exact
-    weights = values.sub_(values[:, :, :1].clone()).exp_()  # stable, as topk_weights
-    weights /= weights.sum(dim=2, keepdim=True)
-    return weights, indices
+    return softmax_sorted(values, dim=2), indices
 
 
 def read_memory_blocked(
