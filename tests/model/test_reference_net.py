@@ -107,7 +107,9 @@ def test_logits_probabilities_and_aggregation(run, ref):
     # probs.npy is not stored: the original's probs are exactly sigmoid(logits) (checked when copying)
     ref_probs = torch.sigmoid(torch.from_numpy(ref["logits"])).numpy()
     assert np.abs(run["probs"] - ref_probs).max() < 5e-5  # 5e-4
-    assert np.abs(run["aggregated"] - ref["aggregated"]).max() < 5e-5  # 5e-4
+    # the reference's own bound: aggregation (soft aggregation through the probabilities' odds) amplifies
+    # input noise, and 5e-5, one AVX host's figure, is exceeded with oneDNN off (6.3e-5)
+    assert np.abs(run["aggregated"] - ref["aggregated"]).max() < 5e-4
 
 
 @pytest.mark.float_sensitive
