@@ -206,9 +206,9 @@ def run_videos(
         else:
             todo.append(v)
     if todo and model is None:
-        import stcn
+        from stcn.weights.io import load_model
 
-        model = stcn.load_model(weights_path, device=resolve_device(device, local_rank=local_rank))
+        model = load_model(weights_path, device=resolve_device(device, local_rank=local_rank))
     where = f" [rank {rank}/{world_size}]" if world_size > 1 else ""
     bar = tqdm(total=len(mine), desc=f"{label}{where}", unit="video", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, initial=len(mine) - len(todo))
