@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from stcn.data.static import StaticAugmentConfig, StaticClips, find_static_sets
 from stcn.data.synthetic import generate_video, write_davis
 from stcn.data.training import TrainingClips, davis_youtube_sources
-from stcn.data.video import write_sequence_folders
+from stcn.data.video_training import write_sequence_folders
 
 
 def make_data(root: Path) -> None:

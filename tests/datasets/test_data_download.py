@@ -16,7 +16,7 @@ from PIL import Image
 from stcn.cli import main
 from stcn.data import download_cli
 from stcn.data.download_cli import DATASETS, STATE_DIR, DataSet, resize_youtube
-from stcn.data.video import davis_training_set, youtube_training_set
+from stcn.data.video_training import davis_training_set, youtube_training_set
 from stcn.io.masks import load_label_png, save_label_png
 
 
@@ -170,7 +170,7 @@ def test_bl30k_needs_a_manual_download_or_a_mirror(server, tmp_path, capsys):
     assert main(["data", "download", "bl30k", "--root", str(root), "--quiet", "--mirror",
                  server.url("/mirror/")]) == 0
     # the parts are merged: BL30K/ inside the root, read by the BL30K loader from there
-    from stcn.data.video import bl30k_training_set
+    from stcn.data.video_training import bl30k_training_set
 
     assert [s.name for s in bl30k_training_set(root).sequences] == [f"seq_{p}" for p in "abcdef"]
 

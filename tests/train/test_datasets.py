@@ -12,11 +12,11 @@ import torch.nn.functional as nnf
 from PIL import Image
 
 from stcn.cli import main
-from stcn.data import video as video_module
+from stcn.data import video_training as video_module
 from stcn.data.static import StaticAugmentConfig, static_clip
 from stcn.data.synthetic import generate_video, write_davis
 from stcn.data.training import TrainingClips, build_stage_dataset, davis_youtube_sources
-from stcn.data.video import VideoAugmentConfig, VideoClips, find_sequences, write_sequence_folders
+from stcn.data.video_training import VideoAugmentConfig, VideoClips, find_sequences, write_sequence_folders
 from stcn.errors import DataError, UserError
 from stcn.io.masks import save_label_png
 from stcn.model.input import IMAGENET_MEAN, IMAGENET_STD

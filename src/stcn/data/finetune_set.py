@@ -14,7 +14,7 @@ Rules (docs/training.md, "Fine-tune on your own videos"):
 * every mask has the size of its image (checked from the file headers up front, not mid-training).
 
 Training clips are drawn from the annotated frames only: a video becomes a
-:class:`stcn.data.video.Sequence` of its annotated frames, so every frame of a clip (its first one
+:class:`stcn.data.video_training.Sequence` of its annotated frames, so every frame of a clip (its first one
 included, whichever way the clip runs) has a ground-truth mask. The max skip of the curriculum counts
 video frames: it is divided by the video's median gap between annotations (as YouTube-VOS's by 5).
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stcn.data.video import IMAGE_SUFFIXES, Sequence, VideoAugmentConfig, VideoClips
+from stcn.data.video_training import IMAGE_SUFFIXES, Sequence, VideoAugmentConfig, VideoClips
 from stcn.errors import DataError
 
 MIN_ANNOTATED = 3

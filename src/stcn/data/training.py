@@ -102,14 +102,14 @@ def static_sources(root: str | Path, crop: int = 384) -> list[tuple[object, int]
 
 
 def bl30k_sources(root: str | Path, crop: int = 384) -> list[tuple[object, int]]:
-    from stcn.data.video import VideoAugmentConfig, bl30k_training_set
+    from stcn.data.video_training import VideoAugmentConfig, bl30k_training_set
 
     return [(bl30k_training_set(root, VideoAugmentConfig(crop=crop, crop_scale=(0.25, 1.0))), 1)]
 
 
 def davis_youtube_sources(davis_root: str | Path, youtube_root: str | Path,
                           crop: int = 384) -> list[tuple[object, int]]:
-    from stcn.data.video import VideoAugmentConfig, davis_training_set, youtube_training_set
+    from stcn.data.video_training import VideoAugmentConfig, davis_training_set, youtube_training_set
 
     config = VideoAugmentConfig(crop=crop)
     return [(davis_training_set(davis_root, config), DAVIS_REPEAT), (youtube_training_set(youtube_root, config), 1)]

@@ -84,7 +84,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     _common(g, size=480)
     g.set_defaults(func=run_generic)
 
-    from stcn.eval.interactive_runner import add_parser as add_interactive
+    from stcn.interactive.benchmark import add_parser as add_interactive
 
     add_interactive(sub)
 

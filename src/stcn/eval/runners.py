@@ -210,9 +210,9 @@ def run_videos(
     for v in todo:  # each video's frame size against --size and the memory, before any work
         check_image_file_fits(v.frames[0], options.size, device=None if device in (None, "auto") else device)
     if todo and model is None:
-        import stcn
+        from stcn.weights.io import load_model
 
-        model = stcn.load_model(weights_path, device=resolve_device(device, local_rank=local_rank))
+        model = load_model(weights_path, device=resolve_device(device, local_rank=local_rank))
     where = f" [rank {rank}/{world_size}]" if world_size > 1 else ""
     bar = tqdm(total=len(mine), desc=f"{label}{where}", unit="video", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, initial=len(mine) - len(todo))

@@ -104,6 +104,12 @@ class ValueEncoder(nn.Module):
         self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
         self.fuser = FeatureFusion(key_f16_dim + 256, value_dim)
 
+    def features(self, image: torch.Tensor, mask: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:
+        """The ResNet part: image (B, 3, H, W), mask, others (B, 1, H, W) -> (B, 256, H/16, W/16)."""
+        inputs = [image, mask] if self.single_object else [image, mask, others]
+        x = self.maxpool(self.relu(self.bn1(self.conv1(torch.cat(inputs, dim=1)))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
     def forward(
         self,
         image: torch.Tensor,
@@ -111,7 +117,16 @@ class ValueEncoder(nn.Module):
         mask: torch.Tensor,
         others: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        inputs = [image, mask] if self.single_object else [image, mask, others]
-        x = self.maxpool(self.relu(self.bn1(self.conv1(torch.cat(inputs, dim=1)))))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fuser(x, key_f16)
+        return self.fuser(self.features(image, mask, others), key_f16)
+
+    def forward_split(
+        self,
+        image: torch.Tensor,
+        key_f16: torch.Tensor,
+        mask: torch.Tensor,
+        others: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward`` for B objects of one frame whose key_f16 (1, C, h, w) is shared: the fuser's
+        key-feature half is computed once (:meth:`FeatureFusion.forward_split`); equal up to float
+        summation order. image (B, 3, H, W) (an expanded view is fine), mask, others (B, 1, H, W)."""
+        return self.fuser.forward_split(self.features(image, mask, others), key_f16)

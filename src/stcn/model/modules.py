@@ -10,11 +10,42 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def split_conv_weight(conv: nn.Conv2d, start: int, stop: int, cache: dict) -> torch.Tensor:
+    """``conv.weight[:, start:stop]`` as a dense tensor in the weight's memory format, cached while the
+    weight is unchanged (the cache is a plain dict, never part of the state dict)."""
+    w = conv.weight
+    if torch.compiler.is_compiling():  # traced: the slice is part of the graph (no Python cache)
+        return w[:, start:stop]
+    if w.is_inference():
+        # A weight created under torch.inference_mode() has no version counter, so an in-place change
+        # could not be seen: slice it afresh (correct, a little slower; stcn.load_model never makes one).
+        return w.detach()[:, start:stop].contiguous(memory_format=_memory_format(w))
+    fmt = _memory_format(w)
+    key = (id(conv), start, stop, w.data_ptr(), w._version, w.dtype, w.device, fmt)
+    part = cache.get(key)
+    if part is None:
+        for old in [k for k in cache if k[:3] == key[:3]]:
+            del cache[old]
+        part = cache[key] = w.detach()[:, start:stop].contiguous(memory_format=fmt)
+    return part
+
+
+def _memory_format(w: torch.Tensor) -> torch.memory_format:
+    channels_last = w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 class ResBlock(nn.Module):
     """Pre-activation residual block: ``shortcut(x) + conv2(relu(conv1(relu(x))))``.
 
     The shortcut is a 3x3 conv (``downsample``) when the width changes, the identity otherwise.
     Input (B, in_dim, H, W) -> output (B, out_dim, H, W).
+
+    Split form, for an input ``cat(x, shared)`` whose last channels are the same for every item of the
+    batch (the decoder's f16_thin, the value fuser's key f16): a 3x3 conv over concatenated channels is
+    the sum of the convs over each part, and relu acts per channel, so :meth:`shared_part` computes the
+    shared channels' contributions once (batch 1) and :meth:`forward_split` adds each item's own.
+    Equal to ``forward`` up to float summation order; no parameter changes names or shapes.
     """
 
     def __init__(self, in_dim: int, out_dim: int | None = None) -> None:
@@ -27,6 +58,34 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.conv2(F.relu(self.conv1(F.relu(x))))
         shortcut = x if self.downsample is None else self.downsample(x)
+        return shortcut + r
+
+    def _conv_part(self, conv: nn.Conv2d, x: torch.Tensor, start: int, stop: int, bias: bool) -> torch.Tensor:
+        """``conv`` restricted to its input channels [start, stop), with or without its bias."""
+        weight = split_conv_weight(conv, start, stop, self.__dict__.setdefault("_split_cache", {}))
+        return F.conv2d(x, weight, conv.bias if bias else None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def shared_part(self, shared: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The contributions of the shared input channels [start:] -- ``shared`` (1, in_dim - start, H, W)
+        -- to conv1 (bias included) and to the shortcut: (1, out_dim, H, W) each, or ``shared`` itself
+        as the shortcut part when the shortcut is the identity."""
+        total = self.conv1.in_channels
+        conv1 = self._conv_part(self.conv1, F.relu(shared), start, total, bias=True)
+        if self.downsample is None:
+            return conv1, shared
+        return conv1, self._conv_part(self.downsample, shared, start, total, bias=True)
+
+    def forward_split(self, x: torch.Tensor, shared: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``forward(cat(x, s))`` for per-item channels x (B, start, H, W) and the :meth:`shared_part`
+        of a shared s (broadcast over B) -> (B, out_dim, H, W)."""
+        conv1, shortcut = shared
+        own = x.shape[1]
+        r = self._conv_part(self.conv1, F.relu(x), 0, own, bias=False) + conv1
+        r = self.conv2(F.relu(r))
+        if self.downsample is None:
+            shortcut = torch.cat([x, shortcut.expand(x.shape[0], -1, -1, -1)], dim=1)
+        else:
+            shortcut = self._conv_part(self.downsample, x, 0, own, bias=False) + shortcut
         return shortcut + r
 
 
@@ -101,6 +160,12 @@ class FeatureFusion(nn.Module):
     def forward(self, x: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
         x = self.block1(torch.cat([x, key_f16], dim=1))
         return self.block2(x + self.attention(x))
+
+    def forward_split(self, x: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
+        """``forward`` for B items (objects) of one frame: x (B, Cx, h, w), key_f16 (1, Ck, h, w), whose
+        half of block1 is computed once (:meth:`ResBlock.shared_part`). Equal up to float summation order."""
+        y = self.block1.forward_split(x, self.block1.shared_part(key_f16, x.shape[1]))
+        return self.block2(y + self.attention(y))
 
 
 class UpsampleBlock(nn.Module):

@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from stcn.model.decoder import Decoder, DecoderQuery, split_conv_weight
+from stcn.model.decoder import Decoder, DecoderQuery
 from stcn.model.encoders import KeyEncoder, ValueEncoder
 from stcn.model.modules import KeyProjection
 
@@ -164,33 +163,11 @@ class STCN(nn.Module):
         self, image: torch.Tensor, f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor | None = None
     ) -> torch.Tensor:
         """:meth:`encode_object_values` with the key-feature half of the fuser's first block computed
-        once for all objects: ``fuser.block1`` is a residual block on ``cat(x, f16)``, and both of its
-        3x3 convs over the concatenation are the sum of a conv over x (per object) and a conv over f16
-        (the same for every object of the frame). Equal up to float summation order. ``others``: the
+        once for all objects (:meth:`ValueEncoder.forward_split`): image (1, 3, H, W), f16 (1, C, h, w),
+        masks (K, 1, H, W) -> (K, V, h, w). Equal up to float summation order. ``others``: the
         other objects' summed masks (default: :func:`others_sum` of ``masks``; pass it to encode a
         subset of a frame's objects)."""
-        ve = self.value_encoder
         k = masks.shape[0]
-        if self.single_object:
-            inputs = [image.expand(k, -1, -1, -1), masks]
-        else:
-            inputs = [image.expand(k, -1, -1, -1), masks, others_sum(masks) if others is None else others]
-        x = ve.maxpool(ve.relu(ve.bn1(ve.conv1(torch.cat(inputs, dim=1)))))
-        x = ve.layer3(ve.layer2(ve.layer1(x)))  # (K, 256, h, w)
-        fuser = ve.fuser
-        block = fuser.block1
-        cx, total = x.shape[1], block.conv1.in_channels
-        cache = self.__dict__.setdefault("_split_cache", {})
-
-        def conv(layer: nn.Conv2d, inp: torch.Tensor, start: int, stop: int, bias: bool) -> torch.Tensor:
-            w = split_conv_weight(layer, start, stop, cache)
-            return F.conv2d(inp, w, layer.bias if bias else None, layer.stride, layer.padding)
-
-        r = conv(block.conv1, F.relu(x), 0, cx, False) + conv(block.conv1, F.relu(f16), cx, total, True)
-        r = block.conv2(F.relu(r))
-        if block.downsample is None:
-            shortcut = torch.cat([x, f16.expand(k, -1, -1, -1)], dim=1)
-        else:
-            shortcut = conv(block.downsample, x, 0, cx, False) + conv(block.downsample, f16, cx, total, True)
-        y = shortcut + r
-        return fuser.block2(y + fuser.attention(y))
+        if not self.single_object and others is None:
+            others = others_sum(masks)
+        return self.value_encoder.forward_split(image.expand(k, -1, -1, -1), f16, masks, others)

@@ -54,7 +54,7 @@ def finetune_dataset(config, data, world: int = 1):
     """The training clips of ``data`` (a :class:`stcn.data.finetune_set.FinetuneSet`) at ``config.crop``."""
     from stcn.data.finetune_set import finetune_sources
     from stcn.data.training import TrainingClips
-    from stcn.data.video import VideoAugmentConfig
+    from stcn.data.video_training import VideoAugmentConfig
 
     sources = finetune_sources(data.train, VideoAugmentConfig(crop=int(config.crop)))
     return TrainingClips(sources, seed=config.seed, max_skip=_skip_curriculum(config, world))

@@ -116,7 +116,7 @@ def download_file(
 
 def _fetch_http(url: str, part: Path, dest: Path, *, progress: bool, timeout: float, desc: str) -> None:
     """Fill ``part`` with the complete body of ``url``, continuing what ``part`` already holds."""
-    from stcn import __version__
+    from stcn._version import __version__
 
     for _ in range(2):  # a second pass only after discarding a partial file the server cannot continue
         offset = part.stat().st_size if part.is_file() else 0

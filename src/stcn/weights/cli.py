@@ -85,7 +85,7 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from stcn import __version__
+    from stcn._version import __version__
     from stcn.weights.download import verify_checkpoint
     from stcn.weights.io import save_safetensors
 

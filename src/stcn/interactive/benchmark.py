@@ -44,7 +44,6 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     ``max_interactions * time_per_object`` (the official 8 x 30 = 240 s)."""
     import torch
 
-    import stcn
     from stcn.interactive import load_fusion, load_s2m
     from stcn.interactive.davis_driver import DAVISProcessor
     from stcn.interactive.davis_local import (
@@ -54,6 +53,7 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
         report_table,
     )
     from stcn.weights import registry
+    from stcn.weights.io import load_model
 
     if not 1 <= max_interactions <= MAX_INTERACTIONS:
         raise UserError(f"--max-interactions must be 1..{MAX_INTERACTIONS}, not {max_interactions}")
@@ -63,7 +63,7 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     paths = (registry.resolve(weights), registry.resolve(s2m, default="s2m", option="--s2m"),
              registry.resolve(fusion, default="fusion", option="--fusion"))
     device = resolve_device(device)
-    prop_net = stcn.load_model(paths[0], device)
+    prop_net = load_model(paths[0], device)
     s2m_net, fusion_net = load_s2m(paths[1], device), load_fusion(paths[2], device)
     session = LocalDavisServer(data, max_time=max_interactions * time_per_object, max_interactions=max_interactions)
     frames, processor = None, None
