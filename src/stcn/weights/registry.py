@@ -60,9 +60,9 @@ _BUILTIN = (
         name=REAL,
         filename="stcn_real_small.safetensors",
         description="built in: the demo model fine-tuned on real photos and real-looking video, for real footage "
-                    "(work in progress; docs/demo-model.md)",
+                    "(docs/demo-model.md)",
         package_file="assets/stcn_real_small.safetensors",
-        sha256="c8f6baee9f7a36a0cd7e45daa251d6fa66dc9a5780b4e98c1dbb2deab732edff",
+        sha256="55ab997c986e6bd4e011a84501834ab4c5cbc22a535f73d02aa000e6a673781b",
     ),
     WeightsEntry(
         name="s012",
