@@ -13,7 +13,7 @@ from pathlib import Path
 
 import stcn
 
-LAYERS = ["_version", "errors", "utils", "io", "model", "weights", "data", "inference", "eval", "interactive",
+LAYERS = ["_version", "errors", "utils", "guards", "io", "model", "weights", "data", "inference", "eval", "interactive",
           "train", "ui"]
 ROOT = Path(stcn.__file__).parent
 

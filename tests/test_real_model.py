@@ -31,7 +31,8 @@ def test_real_model_keeps_synthetic_accuracy():
     from stcn.train.validate import evaluate_synthetic, synthetic_validation_videos
 
     model = load_model(REAL_PATH)
-    # seeds 100.. are neither training seeds (>= 1e6) nor the validation seeds; measured 94.0 (the demo: 95.9; real v1: 91.9)
+    # seeds 100.. are neither training seeds (>= 1e6) nor the validation seeds
+    # measured 94.0 (the demo: 95.9; real v1: 91.9)
     videos = list(synthetic_validation_videos(3, first_seed=100, num_frames=16, height=240, width=432))
     scores = evaluate_synthetic(model, videos)
     assert scores["J&F"] >= 0.90, scores

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stcn import guards
+    import stcn.guards as guards
     from stcn.data.synthetic import generate_video, write_frames
     from stcn.eval.metrics import clip_jf
     from stcn.inference import EngineOptions, resolve_device, segment_video

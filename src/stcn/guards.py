@@ -118,12 +118,20 @@ def available_bytes(device=None) -> int | None:
     return min(found) if found else None
 
 
+def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(H, W) with the shorter side ``size`` and the longer int(size * long / short) (torchvision's
+    rule); ``size <= 0`` keeps the native size."""
+    if size <= 0:
+        return height, width
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
 def check_frame_fits(width: int, height: int, size: int, num_objects: int = 1, *, device=None,
                      option: str = "--size", where: str = "the frames") -> tuple[int, int]:
     """Refuse frames of ``width`` x ``height`` that cannot be processed at ``size`` (too many pixels,
     or more memory than available on ``device``). Returns the processed ``(height, width)``."""
-    from stcn.inference.preprocess import resized_size
-
     check_size_option(size, option)
     ph, pw = resized_size(height, width, size)
     at = f"{option} {size}" if size > 0 else f"the native size ({option} -1)"

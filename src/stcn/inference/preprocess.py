@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stcn.guards import resized_size  # noqa: F401 - the size rule lives with the size checks
 from stcn.model.input import normalise
 
 
@@ -19,16 +20,6 @@ def to_normalised_tensor(image: np.ndarray | torch.Tensor, device: torch.device 
             raise ValueError(f"expected a 3xHxW tensor, got shape {tuple(image.shape)}")
         x = image.to(device, torch.float32)
     return normalise(x).unsqueeze(0)
-
-
-def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(H, W) with the shorter side ``size`` and the longer int(size * long / short) (torchvision's
-    rule); ``size <= 0`` keeps the native size."""
-    if size <= 0:
-        return height, width
-    if height <= width:
-        return size, int(size * width / height)
-    return int(size * height / width), size
 
 
 def resize_image(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stcn import guards
+import stcn.guards as guards
 from stcn.errors import DataError, UserError
 from stcn.inference.device import resolve_device
 from stcn.inference.options import EngineOptions

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         from stcn.ui.server import bind, create_app, url_of
     except ImportError as exc:
         raise UserError(f"stcn ui needs the ui extra ({exc.name} is missing): pip install 'stcn[ui]'") from None
-    from stcn import guards
+    import stcn.guards as guards
     from stcn.inference.device import resolve_device
     from stcn.interactive.api import InteractiveSession
     from stcn.io.files import check_output_folder
