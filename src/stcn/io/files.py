@@ -258,20 +258,27 @@ def remove_stale(folder: Path) -> None:
             _remove(p)
 
 
+def _create_hidden(folder: Path, named: Path) -> list[Path]:
+    """mkdir ``folder`` and the parents it lacks; returns the parents created (for clean-up). On failure
+    nothing is left and the error names ``named``, the folder the user asked for."""
+    created: list[Path] = []
+    try:
+        created = _make_parents(folder.parent)
+        folder.mkdir()
+    except OSError as exc:
+        _remove_empty(created)
+        raise os_error(exc, "create", named) from None
+    return created
+
+
 @contextlib.contextmanager
 def atomic_folder(final: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty hidden sibling of ``final`` to fill; on success it replaces ``final`` (whatever
     was there) by two renames, on any exception it is deleted and ``final`` is untouched."""
     final = Path(final)
-    created: list[Path] = []
     tag = _tag()
     tmp = final.parent / f".{final.name}{TEMP_TAG}{tag}"
-    try:
-        created = _make_parents(final.parent)
-        tmp.mkdir()
-    except OSError as exc:
-        _remove_empty(created)
-        raise os_error(exc, "create", final) from None
+    created = _create_hidden(tmp, final)
     try:
         yield tmp
     except BaseException:
@@ -409,14 +416,8 @@ def staged_files(folder: str | os.PathLike, name: str = "save") -> Iterator[Path
     folder = Path(folder)
     check_output_folder(folder, "--out")
     sweep_stale(folder / name)
-    created: list[Path] = []
     stage = folder / f".{name}{STAGING_TAG}{_tag()}"
-    try:
-        created = _make_parents(folder)
-        stage.mkdir()
-    except OSError as exc:
-        _remove_empty(created)
-        raise os_error(exc, "create", folder) from None
+    created = _create_hidden(stage, folder)
     try:
         yield stage
         files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file() or p.is_symlink())
