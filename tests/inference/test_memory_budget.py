@@ -91,11 +91,11 @@ def test_real_run_stays_under_its_budget(clip):
     budget = "1.5GB"
     proc = subprocess.run([sys.executable, "-c", child, "segment", str(clip / "frames"), "--mask", str(clip / "masks"),
                            "--out", str(clip / "out"), "--weights", "demo", "--max-memory", budget, "--size", "240"],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=1800)  # the shared host can be slow
     assert proc.returncode == 0, proc.stderr
     said = [line for line in proc.stderr.splitlines() if line.startswith("stcn: memory budget 1.50 GB")]
     assert said and "planned peak" in said[0]
     peak = int(proc.stderr.split("PEAK")[1].split()[0]) * 1024
-    assert peak <= parse_bytes(budget), peak
+    assert peak <= parse_bytes(budget), (peak, said)
     assert len(list((clip / "out").glob("*.png"))) == 6
     assert "max_memory_frames" in proc.stdout
