@@ -85,17 +85,20 @@ def test_cli_budget_failure_is_one_line_and_leaves_nothing(clip, capsys):
 
 
 def test_real_run_stays_under_its_budget(clip):
-    child = ("import resource, sys\nfrom stcn.cli import main\ncode = main(sys.argv[1:])\n"
-             "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)\n")
+    # VmHWM: this process's own high-water mark (ru_maxrss would also count the pytest parent's size at fork,
+    # which Linux carries across exec)
+    child = ("import sys\nfrom stcn.cli import main\ncode = main(sys.argv[1:])\n"
+             "hwm = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
+             "print('PEAK', hwm, file=sys.stderr)\nsys.exit(code)\n")
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     budget = "1.5GB"
     proc = subprocess.run([sys.executable, "-c", child, "segment", str(clip / "frames"), "--mask", str(clip / "masks"),
                            "--out", str(clip / "out"), "--weights", "demo", "--max-memory", budget, "--size", "240"],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=1800)  # the shared host can be slow
     assert proc.returncode == 0, proc.stderr
     said = [line for line in proc.stderr.splitlines() if line.startswith("stcn: memory budget 1.50 GB")]
     assert said and "planned peak" in said[0]
     peak = int(proc.stderr.split("PEAK")[1].split()[0]) * 1024
-    assert peak <= parse_bytes(budget), peak
+    assert peak <= parse_bytes(budget), (peak, said)
     assert len(list((clip / "out").glob("*.png"))) == 6
     assert "max_memory_frames" in proc.stdout
