@@ -32,11 +32,14 @@ MAX_OBJECTS = 255
 #: Environment variable capping the memory (MiB) stcn plans for, below what the machine reports.
 MEMORY_LIMIT_ENV = "STCN_MEMORY_LIMIT_MB"
 
-# Peak memory of one frame, a deliberately generous rough model (so only what cannot fit is refused):
-# about 1 KiB per processed pixel for the encoders' and decoder's feature maps, plus per object and
-# pixel its probabilities, aggregation and memory values.
-_BYTES_PER_PIXEL = 1024
-_BYTES_PER_OBJECT_PIXEL = 32
+# Measured peak bytes of one frame's working memory above the loaded model (CPU, fp32, the `small`
+# network: ResNet-18 keys, 128-channel values and decoder; benchmarks/bench_memory_budget.py): a fixed
+# part, per processed pixel, and per processed pixel and object decoded / encoded in one batch (480x864:
+# 2 objects 230 MB, 5 objects 428 MB; 240x432, 2 objects: 82 MB). The --max-memory planner
+# (stcn.inference.budget) scales them to the network it runs.
+FRAME_FIXED_BYTES = 40 * 2**20
+FRAME_BYTES_PER_PIXEL = 160
+FRAME_BYTES_PER_OBJECT_PIXEL = 170
 _GIB = 2**30
 
 
@@ -66,10 +69,19 @@ def check_image_pixels(width: int, height: int, where: str | os.PathLike) -> Non
                         f"than the {limit / 1e6:.0f} megapixel limit for images (a decompression bomb?)")
 
 
+def frame_work_bytes(pixels: int, objects_in_batch: int = 1, scale: float = 1.0) -> int:
+    """Working memory (bytes) of one frame of ``pixels`` processed pixels with ``objects_in_batch``
+    objects decoded at once, for a network ``scale`` times the small one's channel width."""
+    return int(scale * (FRAME_FIXED_BYTES + (FRAME_BYTES_PER_PIXEL + FRAME_BYTES_PER_OBJECT_PIXEL * objects_in_batch)
+                        * pixels))
+
+
 def estimate_peak_bytes(height: int, width: int, num_objects: int) -> int:
-    """Rough peak memory (bytes) of segmenting one frame processed at ``height`` x ``width``."""
+    """The least one frame processed at ``height`` x ``width`` needs (bytes): the smallest network with
+    its objects decoded one at a time, plus every object's float32 probabilities, which are held together.
+    A lower bound, so that only what cannot fit is refused before work starts."""
     pixels = ((height + 15) // 16 * 16) * ((width + 15) // 16 * 16)  # padded to the network's stride
-    return pixels * (_BYTES_PER_PIXEL + _BYTES_PER_OBJECT_PIXEL * max(1, num_objects))
+    return frame_work_bytes(pixels) + 4 * (max(1, num_objects) + 1) * pixels
 
 
 def _meminfo_available() -> int | None:

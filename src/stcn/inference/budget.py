@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 
 from stcn.errors import UserError
+from stcn.guards import frame_work_bytes
 from stcn.inference.options import BOUNDED_MEMORY_FRAMES, EngineOptions
 from stcn.inference.preprocess import pad_amounts, resized_size
 
@@ -41,13 +42,6 @@ WORK_MEMORY_STEPS_MB = (1024, 512, 256, 128, 64, 32)
 AUTO_SIZES = (480, 360, 240, 160, 120)
 MIN_MEMORY_FRAMES = 2
 
-# Measured peak bytes of one frame's working memory (CPU, fp32, `small` network: ResNet-18 keys, 128-channel
-# values and decoder) above the loaded model: a fixed part, per processed pixel, and per processed pixel
-# and object decoded / encoded in one batch (480x864: 2 objects 230 MB, 5 objects 428 MB; 240x432, 2
-# objects: 82 MB).
-_FIXED = 40 * 2**20
-_PER_PIXEL = 160
-_PER_PIXEL_OBJECT = 170
 _BYTES_PER_OBJECT_PIXEL = 400  # InferenceCore's object-batch rule (see inference_core.py)
 
 
@@ -163,7 +157,7 @@ def plan_memory(
         steps = [mb for mb in WORK_MEMORY_STEPS_MB if mb <= options.work_memory_mb] or [options.work_memory_mb]
         for mb in steps:
             batch = min(objects, max(1, int(mb * 2**20) // (_BYTES_PER_OBJECT_PIXEL * pixels)))
-            work = int(scale * (_FIXED + _PER_PIXEL * pixels + _PER_PIXEL_OBJECT * pixels * batch))
+            work = frame_work_bytes(pixels, batch, scale)
             work += int(mb * 2**20 / 16)  # the memory read's affinity chunk
             room = available - io - work
             fit = int(room // per_frame) - 1 - int(options.include_last)  # a bounded bank's spare slot
@@ -178,7 +172,7 @@ def plan_memory(
                                   {"io": io, "work": work, "bank": bank})
         # nothing at this size: the next (smaller) one, if auto_size allows
     ph, pw = resized_size(height, width, sizes[-1])
-    need = baseline + io + int(scale * (_FIXED + (_PER_PIXEL + _PER_PIXEL_OBJECT) * ph * pw)) \
+    need = baseline + io + frame_work_bytes(ph * pw, 1, scale) \
         + 4 * ph * pw // 256 * (4 * key_dim + objects * 4 * value_dim)
     hint = "raise it" + (", lower --size or pass --auto-size" if not auto_size else "")
     raise UserError(
