@@ -82,10 +82,15 @@ def test_gradients(case):
     """
     variant, net, data, t, _, _ = case
     net.zero_grad()
-    with torch.backends.mkldnn.flags(enabled=False):
+    # the switch mkldnn.flags(enabled=False) flips, set directly: flags() also sets oneDNN's TF32 switch,
+    # which warns on every CPU-only build
+    previous, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
+    try:
         out = forward_clip(net, t["rgb"], t["gt"], t.get("sec_gt"), t.get("selector"))
         losses = clip_losses(out, t["cls_gt"], t["gt"], 45000, t.get("sec_gt"), t.get("selector"))
         losses["total_loss"].backward()
+    finally:
+        torch.backends.mkldnn.enabled = previous
     params = dict(net.named_parameters())
     checked = 0
     for key, ref in data.items():
