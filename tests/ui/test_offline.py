@@ -4,55 +4,16 @@ the command that enables them, propagation is unfused and /api/info says all of 
 (HTTP, no browser); the browser drives the same path in test_browser.py."""
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from ui_helpers import labels, post, request
+from ui_helpers import NAMES, labels, post, request, ui_args
 
 from stcn.io.masks import load_label_png
 
 SIZE = (96, 128)
-NAMES = [f"{t:05d}" for t in range(8)]
-
-
-def ui_args(tmp_path: Path, *argv: str) -> argparse.Namespace:
-    """``stcn ui`` options as the real parser reads them."""
-    from stcn.ui.cli import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    return parser.parse_args(["ui", str(tmp_path / "synthetic.mp4"), "--objects", "2", "--out",
-                              str(tmp_path / "out"), "--device", "cpu", *argv])
-
-
-@pytest.fixture
-def empty_home(tmp_path, monkeypatch) -> Path:
-    """An empty $STCN_HOME: none of the downloadable weights is on this machine."""
-    home = tmp_path / "stcn_home"
-    monkeypatch.setenv("STCN_HOME", str(home))
-    return home
-
-
-@pytest.fixture
-def offline_state(one_thread, empty_home, clip, tmp_path, capsys):
-    """The UIState that ``stcn ui`` builds with no weights at all (the CLI's own code path)."""
-    from stcn.ui.cli import build_state
-
-    state = build_state(ui_args(tmp_path), clip.frames, NAMES, 24.0)
-    state.notes = capsys.readouterr().err  # what the terminal was told
-    return state
-
-
-@pytest.fixture
-def offline_server(offline_state):
-    from stcn.ui.server import BackgroundServer, create_app
-
-    with BackgroundServer(create_app(offline_state)) as url:
-        yield url
 
 
 def row_strokes(mask: np.ndarray) -> list[list[list[int]]]:
