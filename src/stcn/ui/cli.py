@@ -27,7 +27,9 @@ def register(subparsers) -> argparse.ArgumentParser:
             "Serve a page for interactive video object segmentation (MiVOS with STCN propagation) on "
             "this machine and print its URL. INPUT is a folder of frames or a video file. The page draws "
             "scribbles, clicks and brush strokes, propagates with progress and cancel, undoes, imports "
-            "masks and saves palette PNGs (and an overlay video) into --out. See docs/ui.md."
+            "masks and saves palette PNGs (and an overlay video) into --out. Nothing is downloaded: without "
+            "the s012 / s2m / fusion weights it propagates with the built-in demo model, unfused, and "
+            "scribble and click stay disabled until `stcn weights download s2m`. See docs/ui.md."
         ),
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="frame folder or video file")
