@@ -181,3 +181,21 @@ def test_bad_input_raises_user_error(session, call, message):
         call(session)
     _assert_same(_state(session), before)
     assert not session.can_undo
+
+
+def test_without_s2m_and_fusion_brush_works_and_strokes_name_the_command(mo_model, s2m_model, fusion_model,
+                                                                          frames):
+    """s2m=None (stcn ui with nothing downloaded): scribble and click are refused before any state
+    changes; the brush gives the same label maps as with S2M loaded (it never uses S2M)."""
+    bare = InteractiveSession(mo_model, None, None, frames, K)
+    full = InteractiveSession(mo_model, s2m_model, fusion_model, frames, K)
+    assert (bare.has_s2m, bare.fused, full.has_s2m, full.fused) == (False, False, True, True)
+    before = _state(bare)
+    for call in (lambda: bare.scribble(0, OBJ1, 1), lambda: bare.click(0, (20, 20), 1)):
+        with pytest.raises(UserError, match=r"`stcn weights download s2m`") as err:
+            call()
+        assert "\n" not in str(err.value)
+    _assert_same(_state(bare), before)
+    assert not bare.can_undo
+    assert np.array_equal(bare.brush(0, OBJ1, 1, 9), full.brush(0, OBJ1, 1, 9))
+    assert (bare.propagate(0) == 1).any()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ui_helpers import NAMES, ui_args
 
 pytest.importorskip("starlette", reason="the ui extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the ui extra (starlette, uvicorn) is not installed")
@@ -54,4 +55,31 @@ def server(state):
     from stcn.ui.server import BackgroundServer, create_app
 
     with BackgroundServer(create_app(state)) as url:
+        yield url
+
+
+# ---- the offline setup: no downloaded weights (``stcn ui`` out of the box) ------------------------------
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch) -> Path:
+    """An empty $STCN_HOME: none of the downloadable weights is on this machine."""
+    home = tmp_path / "stcn_home"
+    monkeypatch.setenv("STCN_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def offline_state(one_thread, empty_home, clip, tmp_path, capsys):
+    """The UIState that ``stcn ui`` builds with no weights at all (the CLI's own code path)."""
+    from stcn.ui.cli import build_state
+
+    state = build_state(ui_args(tmp_path), clip.frames, NAMES, 24.0)
+    state.notes = capsys.readouterr().err  # what the terminal was told
+    return state
+
+
+@pytest.fixture
+def offline_server(offline_state):
+    from stcn.ui.server import BackgroundServer, create_app
+
+    with BackgroundServer(create_app(offline_state)) as url:
         yield url

@@ -194,16 +194,6 @@ def test_objects_add_rename_colour(server, state):
     assert status == 400 and "before the first interaction" in out["error"]
 
 
-def test_missing_weights_page():
-    from stcn.ui.server import BackgroundServer, create_app
-
-    app = create_app(None, missing=[("s2m", "/nowhere/mivos_s2m.pth")])
-    with BackgroundServer(app) as url:
-        status, page, _ = request(url)
-        assert status == 503 and b"stcn weights download s2m" in page and b"/nowhere/mivos_s2m.pth" in page
-        assert request(f"{url}api/info")[0] == 503
-
-
 def test_cli_is_registered_and_reports_mistakes(tmp_path, capsys):
     from stcn.cli import main
 

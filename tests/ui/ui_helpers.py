@@ -1,11 +1,15 @@
 """Small HTTP helpers and the replay of a UI interaction log through the Python API."""
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
+
+NAMES = [f"{t:05d}" for t in range(8)]  # the frame names the UI tests give the 8-frame clip
 
 
 def request(url: str, body=None, *, content_type: str = "application/json", headers: dict | None = None,
@@ -49,3 +53,13 @@ def replay(session, log: list[dict], masks: dict | None = None) -> np.ndarray:
         else:
             getattr(session, op)()
     return session.masks()
+
+
+def ui_args(tmp_path: Path, *argv: str) -> argparse.Namespace:
+    """``stcn ui`` options as the real parser reads them."""
+    from stcn.ui.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["ui", str(tmp_path / "synthetic.mp4"), "--objects", "2", "--out",
+                              str(tmp_path / "out"), "--device", "cpu", *argv])

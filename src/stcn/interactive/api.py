@@ -50,7 +50,9 @@ from stcn.interactive.scribbles import (
 
 CLICK_RADIUS = 2  # px: a click is a cross of two 5-px segments (thickness 3) on the S2M canvas
 BRUSH_SIZES = (1, 100)  # MiVOS's free-hand slider
-MAX_POINTS = 100_000  # points in one call, all strokes together
+MAX_POINTS = 100_000
+S2M_COMMAND = "stcn weights download s2m"  # what enables scribbles and clicks when S2M is absent
+FUSION_COMMAND = "stcn weights download fusion"  # points in one call, all strokes together
 
 Point = tuple[float, float]
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames to do)
@@ -81,7 +83,9 @@ class InteractiveSession:
 
     Args:
         prop_net: the STCN network (:func:`stcn.load_model`).
-        s2m: the S2M network (:func:`stcn.interactive.load_s2m`).
+        s2m: the S2M network (:func:`stcn.interactive.load_s2m`), or None: then brush, eraser and
+            :meth:`set_mask` work and :meth:`scribble` / :meth:`click` raise a UserError naming the
+            command that gets S2M (the browser UI's offline mode with the demo model).
         fusion: the FusionNet (:func:`stcn.interactive.load_fusion`), or None to overwrite instead of fusing.
         frames: the video, T x H x W x 3 uint8 (array or sequence of arrays).
         num_objects: K (object ids 1..K; 0 = background).
@@ -95,7 +99,7 @@ class InteractiveSession:
     def __init__(
         self,
         prop_net: torch.nn.Module,
-        s2m: torch.nn.Module,
+        s2m: torch.nn.Module | None,
         fusion: torch.nn.Module | None,
         frames,
         num_objects: int,
@@ -107,7 +111,7 @@ class InteractiveSession:
         if int(num_objects) < 1:
             raise UserError(f"num_objects must be at least 1, got {num_objects}")
         self.vos = InteractivePropagation(prop_net, fusion, frames, int(num_objects), mem_every=mem_every, top_k=top_k)
-        self.s2m = s2m.eval()
+        self.s2m = s2m.eval() if s2m is not None else None
         self.history = max(1, int(history))
         self._open: tuple[int, ScribbleInteraction] | None = None
         self._pending: dict[int, torch.Tensor] = {}  # frame -> (K+1, 1, H, W) at the true size
@@ -145,6 +149,16 @@ class InteractiveSession:
         if self._open is None:
             return None
         return self._open[0], list(self._open[1].strokes)
+
+    @property
+    def has_s2m(self) -> bool:
+        """Whether scribbles and clicks are available (an S2M network was given)."""
+        return self.s2m is not None
+
+    @property
+    def fused(self) -> bool:
+        """Whether propagation fuses with FusionNet (False: the new result overwrites the old)."""
+        return self.vos.fusion is not None
 
     @property
     def can_undo(self) -> bool:
@@ -200,10 +214,17 @@ class InteractiveSession:
             raise UserError(f"too many points in one call (at most {MAX_POINTS})")
         return out
 
+    def _need_s2m(self, what: str) -> None:
+        # refused before anything is recorded, so a refused call leaves no undo step behind
+        if self.s2m is None:
+            raise UserError(f"{what} need the S2M network, which is not loaded: run `{S2M_COMMAND}` "
+                            "(then restart stcn ui, or pass --s2m PATH)")
+
     # ---- interactions -------------------------------------------------------------------------------
     def scribble(self, frame: int, strokes: Sequence[Sequence[Point]], object_id: int) -> np.ndarray:
         """Add strokes of ``object_id`` (0 = background) to the open S2M interaction of ``frame`` and
         re-run S2M with all of its strokes. Returns the frame's (H, W) label map (not propagated)."""
+        self._need_s2m("scribbles")
         t, k, strokes = self._frame(frame), self._object(object_id), self._strokes(strokes)
         self._record([t])
         self._add_strokes(t, [(k, s) for s in strokes])
@@ -212,6 +233,7 @@ class InteractiveSession:
     def click(self, frame: int, point: Point, object_id: int, positive: bool = True) -> np.ndarray:
         """A click at ``point`` = (x, y): a short S2M stroke (a cross of ``CLICK_RADIUS`` px) of
         ``object_id`` when positive, of the background when negative. MiVOS uses f-BRS for clicks."""
+        self._need_s2m("clicks")
         t, k = self._frame(frame), self._object(object_id)
         x, y = self._point(point)
         h, w = self.size

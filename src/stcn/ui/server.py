@@ -1,11 +1,12 @@
 """The HTTP side of ``stcn ui``: a Starlette app over :class:`stcn.ui.state.UIState`.
 
 Routes (JSON unless said otherwise; errors are ``{"error": "<one line>"}`` with 400 for a user's
-mistake, 409 while busy, 413 for an oversized body, 503 when weights are missing):
+mistake, 409 while busy, 413 for an oversized body):
 
-    GET  /                      the page (or the missing-weights page)
+    GET  /                      the page
     GET  /static/<file>         app.js, app.css (a fixed list: nothing else on disk is reachable)
-    GET  /api/info              video size, frame names, objects, undo/redo, job, open strokes
+    GET  /api/info              video size, frame names, objects, undo/redo, job, open strokes, the
+                                networks loaded and the tools they allow
     GET  /api/frames/<t>.jpg    frame t (JPEG)
     GET  /api/labels/<t>        frame t's label map: H*W raw bytes (uint8, row-major)
     POST /api/scribble          {"frame", "strokes": [[[x, y], ...], ...], "object_id"}
@@ -69,21 +70,6 @@ def _static(name: str) -> bytes:
     return resources.files("stcn.ui").joinpath("static", name).read_bytes()
 
 
-def missing_weights_page(missing: list[tuple[str, str]]) -> str:
-    """The page shown when networks are missing: which, where they were looked for, how to get them."""
-    rows = "".join(f"<li><code>{name}</code>: not found at <code>{path}</code> &mdash; run "
-                   f"<code>stcn weights download {name}</code> or pass its path</li>" for name, path in missing)
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>stcn ui: weights missing</title>"
-        "<link rel=stylesheet href=/static/app.css></head><body class=message><h1>Weights missing</h1>"
-        f"<p>The interactive UI needs three networks; these were not found:</p><ul>{rows}</ul>"
-        "<p>Get them with <code>stcn weights download s2m</code>, <code>stcn weights download fusion</code> "
-        "and <code>stcn weights download s012</code>, or pass local files with "
-        "<code>--s2m</code>, <code>--fusion</code> and <code>--weights</code>, then restart "
-        "<code>stcn ui</code>.</p></body></html>"
-    )
-
-
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -119,17 +105,15 @@ def _int(request: Request, key: str) -> int:
         raise UserError(f"{key} must be an integer") from None
 
 
-def create_app(state: UIState | None, *, missing: list[tuple[str, str]] | None = None,
-               allowed_hosts: set[str] | None = None) -> Starlette:
-    """The app for ``state``; with ``state=None`` every page explains which weights are ``missing``.
+def create_app(state: UIState, *, allowed_hosts: set[str] | None = None) -> Starlette:
+    """The app for ``state`` (missing networks are the state's business: stcn ui starts without any
+    downloaded weights, see :func:`stcn.ui.cli.build_state`).
 
     allowed_hosts: Host names accepted (default: the loopback names); ``{"*"}`` accepts any.
     """
     hosts = LOOPBACK if allowed_hosts is None else set(allowed_hosts)
 
     async def index(request: Request) -> Response:
-        if state is None:
-            return HTMLResponse(missing_weights_page(missing or []), status_code=503)
         return HTMLResponse(_static("index.html").decode())
 
     async def static(request: Request) -> Response:
@@ -218,41 +202,41 @@ def create_app(state: UIState | None, *, missing: list[tuple[str, str]] | None =
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
-    routes = [Route("/", index), Route("/static/{name}", static)]
-    if state is not None:
-        routes += [
-            Route("/api/info", info),
-            Route("/api/frames/{t}.jpg", frame),
-            Route("/api/labels/{t}", labels),
-            Route("/api/scribble", interaction("scribble", ("frame", "strokes", "object_id")), methods=["POST"]),
-            Route("/api/click", interaction("click", ("frame", "point", "object_id", "positive")), methods=["POST"]),
-            Route("/api/brush", interaction("brush", ("frame", "strokes", "object_id", "size")), methods=["POST"]),
-            Route("/api/commit", interaction("commit", ()), methods=["POST"]),
-            Route("/api/undo", interaction("undo", ()), methods=["POST"]),
-            Route("/api/redo", interaction("redo", ()), methods=["POST"]),
-            Route("/api/masks/{t}", import_mask, methods=["POST"]),
-            Route("/api/objects", add_object, methods=["POST"]),
-            Route("/api/objects/{id}", edit_object, methods=["POST"]),
-            Route("/api/propagate", propagate, methods=["POST"]),
-            Route("/api/cancel", cancel, methods=["POST"]),
-            Route("/api/events", events),
-            Route("/api/save", save, methods=["POST"]),
-        ]
+    routes = [
+        Route("/", index),
+        Route("/static/{name}", static),
+        Route("/api/info", info),
+        Route("/api/frames/{t}.jpg", frame),
+        Route("/api/labels/{t}", labels),
+        Route("/api/scribble", interaction("scribble", ("frame", "strokes", "object_id")), methods=["POST"]),
+        Route("/api/click", interaction("click", ("frame", "point", "object_id", "positive")), methods=["POST"]),
+        Route("/api/brush", interaction("brush", ("frame", "strokes", "object_id", "size")), methods=["POST"]),
+        Route("/api/commit", interaction("commit", ()), methods=["POST"]),
+        Route("/api/undo", interaction("undo", ()), methods=["POST"]),
+        Route("/api/redo", interaction("redo", ()), methods=["POST"]),
+        Route("/api/masks/{t}", import_mask, methods=["POST"]),
+        Route("/api/objects", add_object, methods=["POST"]),
+        Route("/api/objects/{id}", edit_object, methods=["POST"]),
+        Route("/api/propagate", propagate, methods=["POST"]),
+        Route("/api/cancel", cancel, methods=["POST"]),
+        Route("/api/events", events),
+        Route("/api/save", save, methods=["POST"]),
+    ]
+
     def error(status: int):
         async def handler(request: Request, exc: Exception) -> Response:
             return JSONResponse({"error": str(exc) or "request too large"}, status_code=status)
         return handler
 
     handlers = {TooLarge: error(413), Busy: error(409), UserError: error(400)}
-    return _Guard(Starlette(routes=routes, exception_handlers=handlers), hosts, weights_missing=state is None)
+    return _Guard(Starlette(routes=routes, exception_handlers=handlers), hosts)
 
 
 class _Guard:
-    """ASGI middleware: refuse foreign Host / Origin headers, answer /api/* with 503 while weights are
-    missing, add the security headers."""
+    """ASGI middleware: refuse foreign Host / Origin headers, add the security headers."""
 
-    def __init__(self, app, hosts: set[str], *, weights_missing: bool) -> None:
-        self.app, self.hosts, self.weights_missing = app, hosts, weights_missing
+    def __init__(self, app, hosts: set[str]) -> None:
+        self.app, self.hosts = app, hosts
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -265,8 +249,6 @@ class _Guard:
             problem = (403, f"host {host!r} not allowed (start with --host to serve other names)")
         elif "origin" in headers and urlsplit(headers["origin"]).netloc != host:
             problem = (403, "cross-origin requests are not allowed")
-        elif self.weights_missing and scope["path"].startswith("/api/"):
-            problem = (503, "weights missing: see the page at /")
         if problem is not None:
             return await JSONResponse({"error": problem[1]}, status_code=problem[0])(scope, receive, send)
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from stcn.errors import UserError
-from stcn.interactive.api import InteractiveSession, PropagationCancelled
+from stcn.interactive.api import FUSION_COMMAND, S2M_COMMAND, InteractiveSession, PropagationCancelled
 from stcn.io.masks import DAVIS_PALETTE
 
 MAX_OBJECTS = 20
@@ -79,10 +79,14 @@ class UIState:
         num_objects: K to start with.
         out: where :meth:`save` writes.
         fps: frame rate of the overlay video.
+        networks: what :meth:`info` reports as loaded: ``{"propagation": name or path, "s2m": ...,
+            "fusion": ...}``, None for a network that is absent (default: "STCN", and "S2M" /
+            "FusionNet" where the session has them).
     """
 
     def __init__(self, make_session: SessionFactory, frames: np.ndarray, names: list[str], num_objects: int,
-                 out: str | Path, *, fps: float = 24.0, title: str = "") -> None:
+                 out: str | Path, *, fps: float = 24.0, title: str = "",
+                 networks: dict[str, str | None] | None = None) -> None:
         if len(names) != len(frames):
             raise ValueError("one name per frame is needed")
         from stcn.guards import check_object_count
@@ -95,6 +99,9 @@ class UIState:
         self.fps = fps
         self.title = title
         self.session = make_session(num_objects)
+        default = {"propagation": "STCN", "s2m": "S2M" if self.session.has_s2m else None,
+                   "fusion": "FusionNet" if self.session.fused else None}
+        self.networks = {**default, **(networks or {})}
         self.objects = [UIObject(k, f"object {k}", k) for k in range(1, num_objects + 1)]
         self.events = EventHub()
         self.log: list[dict] = []  # the interactions in order, replayable through the Python API
@@ -116,6 +123,10 @@ class UIState:
             "pending": s.pending_frames, "last_frame": s.last_frame, "job": dict(self.job),
             "open": None if open_strokes is None else {"frame": open_strokes[0], "strokes": open_strokes[1]},
             "out": str(self.out),
+            # the page greys out what the loaded networks cannot do and shows the command enabling it
+            "networks": dict(self.networks), "fused": s.fused,
+            "tools": {"scribble": s.has_s2m, "click": s.has_s2m, "brush": True, "eraser": True, "import": True},
+            "enable": {"s2m": S2M_COMMAND, "fusion": FUSION_COMMAND},
         }
 
     def frame_jpeg(self, t: int) -> bytes:

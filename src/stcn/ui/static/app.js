@@ -284,8 +284,40 @@ function listen() {
   }
 }
 
+// ---- what the loaded networks allow ------------------------------------------------------------------------
+// Without S2M (the offline demo setup) scribble and click are greyed out and the note gives the one
+// command that enables them; without FusionNet the note says propagation overwrites instead of fusing.
+function available(tool) {
+  return !ui.info || !ui.info.tools || ui.info.tools[tool] !== false;
+}
+
+function note(element, text, command) {
+  const code = document.createElement("code");
+  code.textContent = command;
+  element.replaceChildren(text, code);
+}
+
+function showNetworks() {
+  const i = ui.info;
+  for (const radio of document.querySelectorAll("input[name=tool]")) {
+    radio.disabled = !available(radio.value);
+    radio.parentElement.classList.toggle("unavailable", radio.disabled);
+    radio.parentElement.title = radio.disabled ? `needs the S2M network: ${i.enable.s2m}` : "";
+  }
+  $("tools-note").hidden = available("scribble") && available("click");
+  if (!$("tools-note").hidden) note($("tools-note"), "Scribble and click need the S2M network. Enable them with ", i.enable.s2m);
+  const model = i.networks.propagation === "demo" ? "the built-in demo model" : i.networks.propagation;
+  if (i.fused) $("propagation-note").textContent = `Propagation: ${model}, fused with FusionNet.`;
+  else note($("propagation-note"), `Propagation: ${model}, not fused (FusionNet is not loaded: a new result replaces the old one). Enable fusion with `, i.enable.fusion);
+  if (!available(ui.tool)) setTool("brush");
+}
+
 // ---- keyboard -----------------------------------------------------------------------------------------
 function setTool(tool) {
+  if (!available(tool)) {
+    setStatus(`${tool} needs the S2M network: run ${ui.info.enable.s2m} and restart stcn ui`, true);
+    return;
+  }
   ui.tool = tool;
   document.querySelector(`input[name=tool][value=${tool}]`).checked = true;
 }
@@ -327,6 +359,7 @@ async function start() {
   const { width: w, height: h, num_frames: n, title } = ui.info;
   for (const id of ["overlay", "strokes"]) { $(id).width = w; $(id).height = h; }
   $("title").textContent = title || "stcn ui";
+  showNetworks();
   $("scrubber").max = n - 1;
   zoomToFit();
   await setFrame(0);
@@ -367,7 +400,9 @@ async function start() {
   $("help-close").addEventListener("click", () => { $("help").hidden = true; });
   document.addEventListener("keydown", keyDown);
   listen();
-  setStatus("Draw on the frame: left = selected object, right (or X) = background. Press ? for shortcuts.");
+  setStatus(available("scribble")
+    ? "Draw on the frame: left = selected object, right (or X) = background. Press ? for shortcuts."
+    : "Paint the objects with the brush (B; E erases), or import masks, then propagate (P). Press ? for shortcuts.");
   document.body.dataset.ready = "1";
 }
 
