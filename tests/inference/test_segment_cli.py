@@ -12,13 +12,13 @@ import av
 import numpy as np
 import pytest
 import torch
+from media import write_mp4
 from PIL import Image
 
 from stcn.cli import main
 from stcn.data.synthetic import generate_video, write_frames
 from stcn.inference import InferenceCore
 from stcn.io.masks import DAVIS_PALETTE, save_label_png
-from stcn.io.writers import pick_video_encoder
 
 H, W = 48, 64
 
@@ -52,18 +52,6 @@ def _api(model, frames, masks: dict[int, np.ndarray], **kwargs):
 def _decode_mp4(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
-
-
-def _write_mp4(path: Path, frames: np.ndarray) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(pick_video_encoder(), rate=24)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def _only(labels: np.ndarray, obj: int, new_id: int) -> np.ndarray:
@@ -115,7 +103,7 @@ def test_frame_folder_late_object_custom_palette_probs_overlay(tmp_path, capsys,
 def test_mp4_objects_start_later_grey_masks(tmp_path, capsys, recipe_weights, mo_model):
     video = generate_video(0, num_frames=4, height=H, width=W, num_objects=2, late_objects=1)
     assert video.first_frame == {1: 0, 2: 3}
-    clip = _write_mp4(tmp_path / "clip.mp4", video.frames)
+    clip = write_mp4(tmp_path / "clip.mp4", video.frames)
     masks = {1: _only(video.labels[1], 1, 1), 3: _only(video.labels[3], 2, 2)}
     (tmp_path / "masks").mkdir()
     Image.fromarray(masks[1]).save(tmp_path / "masks" / "00001.png")  # greyscale ids
@@ -219,7 +207,7 @@ def _case_truncated_first_frame(root):
 
 
 def _case_truncated_video(root):
-    clip = _write_mp4(root / "clip.mp4", np.zeros((4, 24, 32, 3), np.uint8))
+    clip = write_mp4(root / "clip.mp4", np.zeros((4, 24, 32, 3), np.uint8))
     data = clip.read_bytes()
     clip.write_bytes(data[: len(data) // 2])
     return clip, _mask(root / "m.png"), "truncated or corrupt"

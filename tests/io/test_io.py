@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from media import write_mp4
 from PIL import Image
 
 from stcn.errors import DataError
 from stcn.io.files import staged_output
 from stcn.io.frames import count_frames, iter_frames, probe
 from stcn.io.masks import DAVIS_PALETTE, read_label_png, read_masks, save_label_png
-from stcn.io.writers import LabelWriter, OverlayWriter, overlay_frame, pick_video_encoder
+from stcn.io.writers import LabelWriter, OverlayWriter, overlay_frame
 
 
 def _frames(n: int, h: int = 32, w: int = 48, seed: int = 0) -> np.ndarray:
@@ -23,19 +23,6 @@ def _frames(n: int, h: int = 32, w: int = 48, seed: int = 0) -> np.ndarray:
     # smooth-ish content so lossy codecs keep it recognisable
     base = rng.integers(0, 256, size=(n, h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
     return np.repeat(np.repeat(base, 8, axis=1), 8, axis=2)[:, :h, :w].copy()
-
-
-def write_mp4(path: Path, frames: np.ndarray, *, codec: str | None = None, faststart: bool = False) -> Path:
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream(codec or pick_video_encoder(), rate=24)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def _reader_threads() -> list[threading.Thread]:

@@ -2,27 +2,13 @@
 for an mp4 decoded in chunks (several groups of pictures, chunks smaller than a group), from any start."""
 from __future__ import annotations
 
-import av
 import numpy as np
 import pytest
+from media import write_mp4
 from PIL import Image
 
 from stcn.io.frames import iter_frames
 from stcn.io.reverse import _chunks, iter_frames_reversed
-from stcn.io.writers import pick_video_encoder
-
-
-def _mp4(path, frames, gop):
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(pick_video_encoder(), rate=24)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.gop_size = gop
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +25,7 @@ def test_chunks_cover_every_frame_once_split_at_keyframes():
 
 @pytest.mark.parametrize("chunk_frames", [2, 1000])
 def test_mp4_reversed_equals_forward_decoding(tmp_path, frames, chunk_frames):
-    clip = _mp4(tmp_path / "c.mp4", frames, gop=5)
+    clip = write_mp4(tmp_path / "c.mp4", frames, gop=5)
     forward = list(iter_frames(clip))
     chunk_bytes = chunk_frames * 32 * 48 * 3
     for start in (22, 13, 0):
