@@ -156,3 +156,36 @@ def test_inference_core_takes_a_precision(fake):
     assert core.precision == "bf16" and core.amp
     with pytest.raises(UserError):
         InferenceCore(model, precision="fp16")
+
+
+@pytest.mark.float_sensitive
+def test_bf16_on_trained_weights_agrees_with_exact():
+    """Issue #14: bf16 judged on trained weights (random recipe weights make labels fragile). The demo
+    model on a clip like the demo's and a held-out validation video: labels >= 99.5 % equal to exact
+    fp32 and J&F within 0.3 (measured at 240x432, 40 frames: >= 99.997 % and within 0.01,
+    benchmarks/RESULTS.md). Runs on any host: where bf16 is not native it is emulated, slower, but the
+    same rounding of the same operands."""
+    import numpy as np
+
+    from stcn.data.synthetic import generate_video
+    from stcn.eval.metrics import clip_jf
+    from stcn.inference.options import EngineOptions
+    from stcn.inference.video import segment_video
+    from stcn.train.validate import synthetic_validation_videos
+    from stcn.weights.io import load_model
+
+    model = load_model("demo")
+    videos = [generate_video(1234, num_frames=12, height=120, width=216, num_objects=3, allow_exit=True),
+              *synthetic_validation_videos(1, first_seed=101, num_frames=12, height=120, width=216)]
+    for video in videos:
+        labels, scores, probs = {}, {}, {}
+        for precision in ("fp32", "bf16"):
+            results = list(segment_video(video.frames, {0: video.labels[0]}, model=model,
+                                         options=EngineOptions(size=-1, precision=precision)))
+            labels[precision] = np.stack([r.labels for r in results])
+            probs[precision] = torch.stack([r.probs for r in results[1:]])
+            j, f, _ = clip_jf(video.labels, labels[precision], list(video.object_ids))
+            scores[precision] = 100 * (j + f) / 2
+        assert (probs["fp32"] - probs["bf16"]).abs().max() > 1e-4  # bf16 did run: the values moved
+        assert (labels["fp32"] == labels["bf16"]).mean() >= 0.995
+        assert abs(scores["fp32"] - scores["bf16"]) <= 0.3, scores
