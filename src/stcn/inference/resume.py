@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ def resumable_output(final: str | os.PathLike, *, force: bool = False) -> Iterat
     interruption once it holds a checkpoint (``.state/``); one without is removed. On success the
     checkpoint is deleted and the outputs published into ``final`` (renamed into place when ``final``
     does not exist, else moved in file by file, replacing same-named files)."""
-    from stcn.io.files import _check_target, merge_into, move
+    from stcn.io.files import _check_target, merge_into, move, os_error, remove_quietly
 
     final = Path(final)
     folder = progress_folder(final)
@@ -116,22 +115,22 @@ def resumable_output(final: str | os.PathLike, *, force: bool = False) -> Iterat
         final.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir(exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the output folder {final}: {exc.strerror or exc}") from None
+        raise os_error(exc, "create the output folder", final) from None
     try:
         yield folder
     except BaseException:
         if not (folder / STATE_FOLDER).is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_quietly(folder)
         raise
-    shutil.rmtree(folder / STATE_FOLDER, ignore_errors=True)
+    remove_quietly(folder / STATE_FOLDER)
     try:
         if exists:
             merge_into(folder, final)
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_quietly(folder)
         else:
             move(folder, final)
     except OSError as exc:
-        raise DataError(f"cannot move the outputs into {final}: {exc.strerror or exc}") from None
+        raise os_error(exc, "move the outputs into", final) from None
 
 
 # --------------------------------------------------------------------------------------------------
