@@ -168,3 +168,40 @@ def test_mix_flags_are_stored_in_the_run_config_and_checked(tmp_path, capsys):
     assert main(["train", "--stage", "synthetic", "--run-dir", str(tmp_path / "r3"), "--iterations", "1",
                  "--plain-fraction", "0.5"]) == 2
     assert "apply to --stage real-video only" in capsys.readouterr().err
+
+
+def test_an_entering_lookalike_comes_in_after_frame_0_and_stays_beside_an_object():
+    """One red cutout over green: red pixels labelled 0 are the distractor. It is off-frame at frame 0,
+    in the frame (unlabelled) by the end, next to the object."""
+    m = _material()
+    entered = 0
+    for seed in range(4):
+        v = generate_real_video(seed, m, num_frames=24, height=96, width=128, noise_std=0, num_objects=1,
+                                cutout_fraction=1.0, lookalike=True, entering=True)
+        red = v.frames[..., 0].astype(int) > v.frames[..., 1].astype(int) + 60
+        stray = red & (v.labels == 0)
+        assert stray[0].sum() <= 0.002 * 96 * 128, seed  # an anti-aliased rim at most, no distractor
+        last = stray[-1]
+        if last.sum() < 0.01 * 96 * 128:
+            continue  # hidden behind the object or partly outside the frame
+        entered += 1
+        oy, ox = np.argwhere(v.labels[-1] == 1).mean(axis=0)
+        dy, dx = np.argwhere(last).mean(axis=0)
+        assert np.hypot(oy - dy, ox - dx) < 0.7 * 96, seed  # beside the object, not anywhere
+    assert entered >= 2
+
+
+def test_entering_fraction_is_a_mix_flag(tmp_path):
+    import yaml
+
+    root = _static_root(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", "--stage", "real-video", "--static-root", str(root), "--run-dir", str(run),
+                 "--iterations", "1", "--batch-size", "1", "--crop", "64", "--load-network", "demo",
+                 "--entering-fraction", "0.5"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["datasets"] == {"entering_fraction": 0.5}
+    shape = dict(crop=64, video_frames=24, video_height=64, video_width=96, pool_size=12, material=_material())
+    none = SyntheticClips(4, config=SyntheticClipConfig(**shape))
+    some = SyntheticClips(4, config=SyntheticClipConfig(**shape, entering_fraction=0.5))
+    changed = sum(not np.array_equal(none.video(n).frames, some.video(n).frames) for n in range(12))
+    assert 2 <= changed <= 10  # about half the pool, and the other videos exactly as without the flag

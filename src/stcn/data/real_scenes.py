@@ -11,7 +11,10 @@ images (:class:`RealMaterial`, built from a static set such as ``stcn data teach
 * the distractor is drawn the same way from the material, so it looks like an object but is labelled 0;
 * with ``lookalike=True`` every object and the distractor are the same cutout (each with its own size,
   tilt, mirror and colour jitter), as in a crowd of pedestrians: only where each one came from tells
-  them apart, which is what a memory read has to learn beyond "a person".
+  them apart, which is what a memory read has to learn beyond "a person";
+* with ``entering=True`` the distractor walks in from the nearest frame edge after frame 0 and then moves
+  beside one of the objects, as a passer-by joins a tracked pedestrian: it was never in the memory, so
+  it must stay background however much it looks like its neighbour.
 
 A seed and the material give the same video on every run (OpenCV's warps are deterministic); the
 result is a :class:`~stcn.data.synthetic.SyntheticVideo`, so every consumer of synthetic video (the
@@ -265,9 +268,35 @@ def _render(scene: _RealScene, t: int, colour: bool):
     return labels, image
 
 
+def _sample_entry(layer: _Layer, beside: _Layer, rng: np.random.Generator, height: int, width: int,
+                  num_frames: int) -> None:
+    """Make ``layer`` enter from the nearest frame edge after frame 0 and then move beside ``beside``."""
+    angle = rng.uniform(0.0, 2 * math.pi)
+    gap = (beside.radius + layer.radius) * rng.uniform(0.7, 1.1)
+    layer.cx0 = beside.cx0 + gap * math.cos(angle)
+    layer.cy0 = beside.cy0 + gap * math.sin(angle)
+    # it walks with its neighbour: the same oscillation, slightly out of step
+    layer.ax, layer.wx = beside.ax, beside.wx
+    layer.ay, layer.wy = beside.ay, beside.wy
+    layer.px = tuple(float(p + rng.uniform(-0.3, 0.3)) for p in beside.px)
+    layer.py = tuple(float(p + rng.uniform(-0.3, 0.3)) for p in beside.py)
+    start = int(rng.integers(1, max(2, num_frames // 2)))
+    duration = int(rng.integers(4, 11))
+    reach = layer.radius * layer.max_scale() + 3.0
+    sx, sy = sum(layer.ax), sum(layer.ay)
+    options = [
+        (width + reach - (layer.cx0 - sx), 1.0, 0.0),  # in from the right
+        (layer.cx0 + sx + reach, -1.0, 0.0),  # from the left
+        (height + reach - (layer.cy0 - sy), 0.0, 1.0),  # from the bottom
+        (layer.cy0 + sy + reach, 0.0, -1.0),  # from the top
+    ]
+    distance, ux, uy = min(options, key=lambda o: o[0])
+    layer.enter = (float(start), float(duration), distance * ux, distance * uy)
+
+
 def _sample_real_scene(rng: np.random.Generator, material: RealMaterial, *, num_frames: int, height: int,
                        width: int, num_objects: int, allow_exit: bool, distractor: bool, speed: float,
-                       cutout_fraction: float, lookalike: bool) -> _RealScene:
+                       cutout_fraction: float, lookalike: bool, entering: bool = False) -> _RealScene:
     size = float(min(height, width))
     crowd = min(1.0, math.sqrt(2.0 / num_objects))
     shared = material.cutouts[int(rng.integers(len(material.cutouts)))] if lookalike else None
@@ -290,6 +319,8 @@ def _sample_real_scene(rng: np.random.Generator, material: RealMaterial, *, num_
             exiters.append(chosen.label)
     camera = _sample_camera(rng, material.photos[int(rng.integers(len(material.photos)))], height, width,
                             num_frames, speed)
+    if entering:  # drawn last, so that the rest of the scene is the one without an entry
+        _sample_entry(layers[-1], layers[int(rng.integers(num_objects))], rng, height, width, num_frames)
     return _RealScene(height, width, num_frames, layers, looks, camera, exiters)
 
 
@@ -309,9 +340,10 @@ def _valid(scene: _RealScene, min_pixels: int) -> bool:
 def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 24, height: int = 224,
                         width: int = 320, num_objects: int = 2, allow_exit: bool = False, distractor: bool = False,
                         speed: float = 1.0, noise_std: float = 2.0, cutout_fraction: float = 0.7,
-                        lookalike: bool = False, min_visible_fraction: float = 0.01) -> SyntheticVideo:
+                        lookalike: bool = False, entering: bool = False,
+                        min_visible_fraction: float = 0.01) -> SyntheticVideo:
     """A clip of ``num_objects`` (1..255) real-looking objects over a real photo, fully determined by
-    ``seed`` and ``material``. Returns a SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
+    ``seed`` and ``material``; ``entering`` implies ``distractor`` (see the module's docstring). Returns a SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
     (T, H, W) uint8`` (top-most object id, 0 background and distractor)."""
     if seed < 0 or num_frames < 1 or height < 16 or width < 16 or not 1 <= num_objects <= 255:
         raise ValueError(f"bad arguments: seed {seed}, {num_frames} frames, {height}x{width}, {num_objects} objects")
@@ -321,9 +353,9 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
     min_pixels = max(1, math.ceil(min_visible_fraction * height * width))
     for _ in range(100):
         scene = _sample_real_scene(rng, material, num_frames=num_frames, height=height, width=width,
-                                   num_objects=num_objects, allow_exit=allow_exit, distractor=distractor,
-                                   speed=max(speed, 0.0), cutout_fraction=cutout_fraction,
-                                   lookalike=lookalike)
+                                   num_objects=num_objects, allow_exit=allow_exit,
+                                   distractor=distractor or entering, speed=max(speed, 0.0),
+                                   cutout_fraction=cutout_fraction, lookalike=lookalike, entering=entering)
         if _valid(scene, min_pixels):
             break
     else:

@@ -187,6 +187,7 @@ class _Layer:
     depth0: float = 0.0
     depth: tuple = (0.0, 0.0, 0.0)
     exit: tuple | None = None  # (start, duration, dx, dy)
+    enter: tuple | None = None  # (start, duration, dx, dy): off-frame by (dx, dy) until start, in place after
     # appearance
     texture: str = "stripes"
     colour1: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
@@ -209,6 +210,12 @@ class _Layer:
                 p = min(1.0, 1.5 * h)
                 cx += p * dx
                 cy += p * dy
+        if self.enter is not None:
+            start, duration, dx, dy = self.enter
+            tau = (t - start) / duration
+            p = 1.0 if tau <= 0.0 else 0.0 if tau >= 1.0 else 0.5 + 0.5 * _fsin(math.pi * tau + _HALF_PI)
+            cx += p * dx
+            cy += p * dy
         amp, omega, phase = self.wobble
         theta = self.theta0 + self.spin * t + amp * _fsin(omega * t + phase)
         amp, omega, phase = self.scale

@@ -47,6 +47,8 @@ class SyntheticClipConfig:
     # and the share of real-looking videos whose objects are all the same cutout (look-alikes)
     plain_fraction: float = 0.0
     lookalike_fraction: float = 0.0
+    # the share of real-looking videos whose distractor enters after frame 0 and walks beside an object
+    entering_fraction: float = 0.0
 
 
 class SyntheticClips(Dataset):
@@ -74,6 +76,7 @@ class SyntheticClips(Dataset):
                     width=c.video_width, num_objects=int(rng.integers(1, c.max_objects_per_video + 1)),
                     allow_exit=bool(rng.random() < 0.3), distractor=bool(rng.random() < 0.3),
                     speed=float(rng.uniform(0.5, 2.0)), lookalike=self._lookalike(number),
+                    entering=self._entering(number),
                 )
                 return self._pool[number]
             self._pool[number] = generate_video(
@@ -93,6 +96,9 @@ class SyntheticClips(Dataset):
 
     def _lookalike(self, number: int) -> bool:
         return self._draw(number, 2) < self.config.lookalike_fraction
+
+    def _entering(self, number: int) -> bool:
+        return self._draw(number, 3) < self.config.entering_fraction
 
     def __len__(self) -> int:
         return self.length

@@ -52,9 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="real-video stage: share of the videos that stay plain synthetic (default 0)")
     p.add_argument("--lookalike-fraction", type=float, metavar="F",
                    help="real-video stage: share of the real-looking videos whose objects are one cutout (default 0)")
+    p.add_argument("--entering-fraction", type=float, metavar="F",
+                   help="real-video stage: share of the real-looking videos in which an unlabelled look-alike "
+                        "enters after frame 0 and walks beside an object (default 0)")
     for name in ("static-root", "davis-root", "youtube-root", "bl30k-root"):
         p.add_argument(f"--{name}", type=Path, help=f"dataset root ({name.split('-')[0]})")
     p.set_defaults(func=run)
+
+
+_MIX = ("plain_fraction", "lookalike_fraction", "entering_fraction")
 
 
 def _skip_for_index(config, world: int, index: int) -> int:
@@ -87,7 +93,7 @@ def build_dataset(config, args, world: int):
         from stcn.data.training import _require
 
         material = RealMaterial.from_static_root(_require(args, "static_root", config.stage, "real photos and masks"))
-        mix = {k: float(v) for k, v in config.datasets.items() if k in ("plain_fraction", "lookalike_fraction")}
+        mix = {k: float(v) for k, v in config.datasets.items() if k in _MIX}
         clip_config = SyntheticClipConfig(crop=config.crop, material=material, **mix)
         return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
                               max_skip=functools.partial(_skip_for_index, config, world))
@@ -124,13 +130,13 @@ def run(args: argparse.Namespace) -> int:
         pretrained_backbones=False if args.no_pretrained else None,
         train_bn=False if args.freeze_bn else None,
     )
-    mix = {name: value for name in ("plain_fraction", "lookalike_fraction")
+    mix = {name: value for name in _MIX
            if (value := getattr(args, name, None)) is not None}
     if mix:
         if args.stage != "real-video":
-            raise UserError("--plain-fraction / --lookalike-fraction apply to --stage real-video only")
+            raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction apply to --stage real-video only")
         if any(not 0.0 <= v <= 1.0 for v in mix.values()):
-            raise UserError("--plain-fraction / --lookalike-fraction must lie in [0, 1]")
+            raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction must lie in [0, 1]")
         config = config.override(datasets={**config.datasets, **mix})
     if args.resume:
         config = _resumed_config(config, args.run_dir)
