@@ -343,7 +343,8 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
                         lookalike: bool = False, entering: bool = False,
                         min_visible_fraction: float = 0.01) -> SyntheticVideo:
     """A clip of ``num_objects`` (1..255) real-looking objects over a real photo, fully determined by
-    ``seed`` and ``material``; ``entering`` implies ``distractor`` (see the module's docstring). Returns a SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
+    ``seed`` and ``material``; ``entering`` implies ``distractor`` (see the module's docstring). Returns a
+    SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
     (T, H, W) uint8`` (top-most object id, 0 background and distractor)."""
     if seed < 0 or num_frames < 1 or height < 16 or width < 16 or not 1 <= num_objects <= 255:
         raise ValueError(f"bad arguments: seed {seed}, {num_frames} frames, {height}x{width}, {num_objects} objects")

@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
            if (value := getattr(args, name, None)) is not None}
     if mix:
         if args.stage != "real-video":
-            raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction apply to --stage real-video only")
+            raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction apply to "
+                            "--stage real-video only")
         if any(not 0.0 <= v <= 1.0 for v in mix.values()):
             raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction must lie in [0, 1]")
         config = config.override(datasets={**config.datasets, **mix})
