@@ -5,7 +5,8 @@ object. An object that first appeared at frame t has no value in earlier memory 
 invalid there, and reads take its top-k over its own frames only (identical to a separate bank per
 object, as the original's YouTube-VOS path keeps, without recomputing the affinity per object).
 
-Storage. Entries live in slots of preallocated tensors: keys (1, C_k, S*hw), their squared norms,
+Storage. Entries live in slots of preallocated tensors: keys (1, C_k, S*hw) (a view of position-major
+(S*hw, C_k) memory), their squared norms,
 and values **position-major** (objects, S*hw, C_v), so that a top-k read gathers contiguous rows of
 C_v floats (:func:`stcn.model.memory.read_memory_pm`). Adding a frame writes one slot: nothing is
 concatenated per frame. Unbounded, the slot capacity doubles when full (amortised copies); bounded
@@ -36,6 +37,12 @@ from stcn.model.topk_read import read_memory_blocked
 
 Policy = Literal["least_used", "oldest"]
 POLICIES: tuple[str, ...] = ("least_used", "oldest")
+
+
+def _key_storage(like: torch.Tensor, channels: int, positions: int) -> torch.Tensor:
+    """Zeroed key storage (1, C_k, N), a view of position-major (N, C_k) memory: the GEMMs read it as a
+    transposed matrix at the same speed, and the grouped search gathers whole keys as rows of it."""
+    return like.new_zeros(positions, channels).t().unsqueeze(0)
 
 
 @dataclass(eq=False)
@@ -150,7 +157,7 @@ class MemoryBank:
         """(Re)allocate storage for ``capacity`` slots and ``rows`` objects, keeping what is stored."""
         hw, ck, cv = self._hw, key.shape[1], value.shape[0]
         n = capacity * hw
-        keys = key.new_zeros(1, ck, n)
+        keys = _key_storage(key, ck, n)
         sq = key.new_zeros(1, n)
         values = value.new_zeros(rows, n, cv)
         valid = torch.zeros(rows, n, dtype=torch.bool, device=key.device)
@@ -293,7 +300,7 @@ class MemoryBank:
         n = self._capacity * self._hw
         used = keys.shape[2]
         # the same capacity as the saved bank: slot reuse and growth then continue exactly as they would have
-        self._keys = keys.new_zeros(1, keys.shape[1], n)
+        self._keys = _key_storage(keys, keys.shape[1], n)
         self._sq = keys.new_zeros(1, n)
         self._values = values.new_zeros(values.shape[0], n, values.shape[2])
         self._valid = torch.zeros(values.shape[0], n, dtype=torch.bool, device=keys.device)
@@ -350,6 +357,7 @@ class MemoryBank:
                 self._keys[:, :, :used], values, query, top_k=self.top_k, similarity=self.similarity,
                 valid=valid, mem_sq=mem_sq, usage=usage, slot_positions=self._hw, block=block,
                 query_block=chunk, workspace=self._workspace_for(chunk * block, query),
+                keys_pm=self._keys[0, :, :used].t(),
             )
         else:
             chunk = min(self.query_chunk or auto_query_chunk(used, m, copies, self.read_budget), m)
