@@ -2,9 +2,10 @@
 on top, and no modules import each other in a circle (lazy imports inside functions included: they
 are the same dependency, only later).
 
-Layers, bottom-up (README, "Layout"). Command modules -- ``cli.py``, ``*_cli.py``, ``stcn.demo``,
-``stcn.cli`` and the package facade ``stcn/__init__.py`` -- may import any layer; no library module
-imports a command module or the facade.
+Layers, bottom-up (README, "Layout"). The commands -- ``stcn.commands.*``, the entry point ``stcn.cli``
+and the package facade ``stcn/__init__.py`` -- may import any layer; no library module imports them.
+Nothing else is exempt: a module is a command because it lives in ``stcn/commands/``, not because of
+its name.
 """
 from __future__ import annotations
 
@@ -57,8 +58,7 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _is_command(name: str) -> bool:
-    last = name.rsplit(".", 1)[-1]
-    return name in ("stcn", "stcn.cli", "stcn.demo") or last == "cli" or last.endswith("_cli")
+    return name in ("stcn", "stcn.cli", "stcn.commands") or name.startswith("stcn.commands.")
 
 
 def _layer(name: str) -> str:
@@ -114,3 +114,10 @@ def test_no_import_circles():
         if v not in index:
             visit(v)
     assert not circles, f"modules importing each other in a circle: {circles}"
+
+
+def test_commands_live_in_one_package():
+    """Command-line code is in stcn/commands/ only: no ``cli.py`` / ``*_cli.py`` left among the layers."""
+    stray = sorted(m for m in _graph() if not _is_command(m)
+                   and (m.rsplit(".", 1)[-1] == "cli" or m.rsplit(".", 1)[-1].endswith("_cli")))
+    assert not stray, f"move these into stcn/commands/: {stray}"

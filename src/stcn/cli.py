@@ -1,4 +1,4 @@
-"""The ``stcn`` command line: one sub-command per module, each registering itself.
+"""The ``stcn`` command line: one sub-command per module of :mod:`stcn.commands`, each registering itself.
 
 A sub-command module exposes ``register(subparsers)``; the parser it adds sets ``func`` to a callable
 taking the parsed ``argparse.Namespace`` and returning an exit status (``None`` means 0).
@@ -17,14 +17,14 @@ from stcn.errors import UserError
 # Modules are imported lazily by name so that `stcn --help` stays fast and a broken optional
 # dependency of one command does not break the others.
 COMMAND_MODULES = (
-    "stcn.demo",
-    "stcn.weights.cli",
-    "stcn.eval.evaluate_cli",
-    "stcn.eval.runner_cli",
-    "stcn.train.cli",
-    "stcn.data.download_cli",
-    "stcn.inference.segment_cli",
-    "stcn.ui.cli",
+    "stcn.commands.demo",
+    "stcn.commands.weights",
+    "stcn.commands.evaluate",
+    "stcn.commands.eval",
+    "stcn.commands.train",
+    "stcn.commands.data",
+    "stcn.commands.segment",
+    "stcn.commands.ui",
 )
 
 

@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from stcn.cli import main
-from stcn.data import download_cli
-from stcn.data.download_cli import DATASETS, STATE_DIR, DataSet, resize_youtube
+from stcn.data.download import DATASETS, STATE_DIR, DataSet, download_dataset, resize_youtube
 from stcn.data.video_training import davis_training_set, youtube_training_set
 from stcn.io.masks import load_label_png, save_label_png
 
@@ -220,7 +219,7 @@ def test_youtube_download_resizes_train(server, registry, tmp_path):
     server.files["/youtube-valid.zip"] = _zip({"valid/meta.json": b"{}"})
     server.files["/youtube-valid-all-frames.zip"] = _zip({"valid_all_frames/JPEGImages/a/00000.jpg": _jpeg()})
     root = tmp_path / "YouTube"
-    download_cli.download_dataset("youtube", root, progress=False, log=lambda *a: None)
+    download_dataset("youtube", root, progress=False, log=lambda *a: None)
     assert (root / "valid" / "meta.json").is_file()
     assert (root / "all_frames" / "valid_all_frames" / "JPEGImages" / "a" / "00000.jpg").is_file()
     with Image.open(root / "train_480p" / "JPEGImages" / "a" / "00010.jpg") as im:

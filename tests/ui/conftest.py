@@ -70,7 +70,7 @@ def empty_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def offline_state(one_thread, empty_home, clip, tmp_path, capsys):
     """The UIState that ``stcn ui`` builds with no weights at all (the CLI's own code path)."""
-    from stcn.ui.cli import build_state
+    from stcn.ui.launch import build_state
 
     state = build_state(ui_args(tmp_path), clip.frames, NAMES, 24.0)
     state.notes = capsys.readouterr().err  # what the terminal was told

@@ -108,7 +108,7 @@ def test_brush_propagate_correct_save(offline_server, offline_state, clip, tmp_p
 
 def test_given_weights_behave_as_before(one_thread, empty_home, clip, tmp_path, s2m_weights, fusion_weights,
                                         capsys):
-    from stcn.ui.cli import build_state
+    from stcn.ui.launch import build_state
 
     args = ui_args(tmp_path, "--weights", "demo", "--s2m", str(s2m_weights), "--fusion", str(fusion_weights))
     state = build_state(args, clip.frames, NAMES, 24.0)
@@ -121,7 +121,7 @@ def test_given_weights_behave_as_before(one_thread, empty_home, clip, tmp_path, 
 
 
 def test_only_fusion_missing(one_thread, empty_home, clip, tmp_path, s2m_weights, capsys):
-    from stcn.ui.cli import build_state
+    from stcn.ui.launch import build_state
 
     state = build_state(ui_args(tmp_path, "--s2m", str(s2m_weights)), clip.frames, NAMES, 24.0)
     notes = capsys.readouterr().err.strip().splitlines()

@@ -57,7 +57,7 @@ def replay(session, log: list[dict], masks: dict | None = None) -> np.ndarray:
 
 def ui_args(tmp_path: Path, *argv: str) -> argparse.Namespace:
     """``stcn ui`` options as the real parser reads them."""
-    from stcn.ui.cli import register
+    from stcn.commands.ui import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

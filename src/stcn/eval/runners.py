@@ -18,6 +18,7 @@ the DAVIS evaluation (``evaluate=True``) or writes the YouTube-VOS submission zi
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -345,3 +346,26 @@ def run_generic(
                          device=device, progress=progress, overwrite=overwrite, label="generic")
     summary.out_dir = out
     return summary
+
+
+def _cell(value: float, digits: int) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def format_summary(summary, title: str) -> str:
+    """One table: videos, frames, seconds and FPS (and J&F, J, F when evaluated)."""
+    head = ["videos", "resumed", "frames", "seconds", "FPS"]
+    row = [str(len(summary.computed)), str(len(summary.resumed)), str(summary.frames),
+           _cell(summary.seconds, 1), _cell(summary.fps, 2)]
+    if summary.evaluation is not None:
+        g = summary.evaluation.global_results
+        head += ["J&F-Mean", "J-Mean", "F-Mean"]
+        row += [_cell(g["J&F-Mean"], 4), _cell(g["J-Mean"], 4), _cell(g["F-Mean"], 4)]
+    if summary.world_size > 1:
+        title += f" [rank {summary.rank}/{summary.world_size}]"
+    widths = [max(len(h), len(c)) for h, c in zip(head, row)]
+    return "\n".join([
+        title,
+        "  ".join(h.rjust(w) for h, w in zip(head, widths)),
+        "  ".join(c.rjust(w) for c, w in zip(row, widths)),
+    ])

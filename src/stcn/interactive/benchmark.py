@@ -1,4 +1,4 @@
-"""``stcn eval interactive``: the DAVIS-interactive benchmark with MiVOS (S2M + STCN + fusion) on our
+"""The DAVIS-interactive benchmark (``stcn eval interactive``) with MiVOS (S2M + STCN + fusion) on our
 own local session, robot and summary (:mod:`stcn.interactive.davis_local`).
 
 Writes ``OUT/report.csv`` (one row per interaction, object and frame: the benchmark report's columns),
@@ -8,17 +8,16 @@ input is refused before any model runs.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 from pathlib import Path
 
 from stcn.errors import UserError
-from stcn.inference.device import add_device_argument, resolve_device
+from stcn.inference.device import resolve_device
 from stcn.io.files import atomic_write
 
-__all__ = ["add_parser", "run_interactive"]
+__all__ = ["format_result", "run_interactive"]
 
 
 def _plot(summary: dict, path: Path) -> None:
@@ -101,38 +100,3 @@ def format_result(result: dict) -> str:
         lines.append(f"({result['discarded_submissions']} submissions came after their sample's time and were "
                      "discarded)")
     return "\n".join(lines)
-
-
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "interactive", help="DAVIS-interactive (MiVOS: S2M + STCN + fusion, our local session and robot)",
-        description=(
-            "DAVIS-interactive benchmark, local session. Layout: ROOT/ImageSets/2017/val.txt, "
-            "ROOT/JPEGImages/480p/<seq>/, ROOT/Annotations/480p/<seq>/ (every frame), ROOT/Scribbles/<seq>/NNN.json. "
-            "MiVOS's driver: S2M on every scribble, propagation + fusion at interactions 3, 6 and 8. Writes "
-            "OUT/report.csv, OUT/summary.json and OUT/jf_time.png; prints AUC, J&F@60s and J&F after each "
-            "interaction. Timings are this machine's model time."
-        ),
-    )
-    p.add_argument("--root", required=True, metavar="DIR", help="DAVIS 2017 root (see the description)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--weights", metavar="W",
-                   help="STCN propagation checkpoint, a path or a registry name (default: the cached s012)")
-    p.add_argument("--s2m", metavar="S", help="S2M checkpoint (default: the cached `s2m`)")
-    p.add_argument("--fusion", metavar="F", help="FusionNet checkpoint (default: the cached `fusion`)")
-    p.add_argument("--max-interactions", type=int, default=8, metavar="N", help="interactions per sample (default: 8)")
-    p.add_argument("--time-per-object", type=float, default=30, metavar="S",
-                   help="seconds per object and interaction; a sample may take N x S x objects (default: 30)")
-    p.add_argument("--sequences", nargs="+", metavar="SEQ", help="only these sequences of the list")
-    add_device_argument(p)
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args: argparse.Namespace) -> int:
-    result = run_interactive(args.root, args.out, weights=args.weights, s2m=args.s2m, fusion=args.fusion,
-                             max_interactions=args.max_interactions, time_per_object=args.time_per_object,
-                             device=args.device, sequences=args.sequences)
-    print(format_result(result))
-    print(f"wrote {Path(args.out) / 'report.csv'}, summary.json, jf_time.png")
-    return 0

@@ -52,3 +52,17 @@ def require_latest_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any]]:
     if found is None:
         raise CheckpointError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
     return found
+
+
+def resumed_config(config, run_dir: Path):
+    """The configuration a resumed run continues with: the one it was started with (stored in its latest
+    checkpoint), with only the stopping point (``iterations``) taken from ``config``; ``config`` itself
+    when the run has no checkpoint, or one without a stored configuration."""
+    import json
+
+    from stcn.train.presets import TrainConfig
+
+    found = load_latest_checkpoint(run_dir)
+    if found is None or "config" not in found[1]:
+        return config
+    return TrainConfig.from_dict(json.loads(found[1]["config"])).override(iterations=config.iterations)

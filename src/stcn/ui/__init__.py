@@ -2,6 +2,7 @@
 
 :mod:`stcn.ui.state` keeps the interactive session (:class:`stcn.interactive.api.InteractiveSession`)
 and the propagation job, :mod:`stcn.ui.server` is the Starlette app and its local server,
-:mod:`stcn.ui.cli` the command; the page (``static/``) is plain HTML/JS shipped with the package.
-Needs the ``ui`` extra (``pip install stcn[ui]``). See docs/ui.md.
+:mod:`stcn.ui.launch` assembles them from the command's options (:mod:`stcn.commands.ui`); the page
+(``static/``) is plain HTML/JS shipped with the package. Needs the ``ui`` extra (``pip install stcn[ui]``).
+See docs/ui.md.
 """

@@ -107,7 +107,7 @@ def _int(request: Request, key: str) -> int:
 
 def create_app(state: UIState, *, allowed_hosts: set[str] | None = None) -> Starlette:
     """The app for ``state`` (missing networks are the state's business: stcn ui starts without any
-    downloaded weights, see :func:`stcn.ui.cli.build_state`).
+    downloaded weights, see :func:`stcn.ui.launch.build_state`).
 
     allowed_hosts: Host names accepted (default: the loopback names); ``{"*"}`` accepts any.
     """

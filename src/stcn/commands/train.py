@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 from pathlib import Path
 
 from stcn.errors import UserError
 from stcn.inference.device import add_device_argument
+from stcn.train.datasets import MIX_FRACTIONS, build_dataset
 
 STAGE_CHOICES = ("0", "1", "2", "3", "synthetic", "real-static", "real-video", "finetune")
 
@@ -60,52 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-_MIX = ("plain_fraction", "lookalike_fraction", "entering_fraction")
-
-
-def _skip_for_index(config, world: int, index: int) -> int:
-    return config.max_skip(index // (config.batch_size * world))
-
-
-def _resumed_config(config, run_dir: Path):
-    """On --resume the run keeps the configuration it was started with; only the stopping point changes."""
-    import json
-
-    from stcn.train.checkpoints import load_latest_checkpoint
-    from stcn.train.presets import TrainConfig
-
-    found = load_latest_checkpoint(run_dir)
-    if found is None or "config" not in found[1]:
-        return config
-    return TrainConfig.from_dict(json.loads(found[1]["config"])).override(iterations=config.iterations)
-
-
-def build_dataset(config, args, world: int):
-    if config.stage == "synthetic":
-        from stcn.data.synthetic_clips import SyntheticClipConfig, SyntheticClips
-
-        clip_config = SyntheticClipConfig(crop=config.crop)
-        return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
-                              max_skip=functools.partial(_skip_for_index, config, world))
-    if config.stage == "real-video":
-        from stcn.data.real_scenes import RealMaterial
-        from stcn.data.synthetic_clips import SyntheticClipConfig, SyntheticClips
-        from stcn.data.training import _require
-
-        material = RealMaterial.from_static_root(_require(args, "static_root", config.stage, "real photos and masks"))
-        mix = {k: float(v) for k, v in config.datasets.items() if k in _MIX}
-        clip_config = SyntheticClipConfig(crop=config.crop, material=material, **mix)
-        return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
-                              max_skip=functools.partial(_skip_for_index, config, world))
-    if config.stage == "finetune":
-        from stcn.train.finetune import finetune_dataset
-
-        return finetune_dataset(config, args.finetune_data, world)
-    from stcn.data.training import build_stage_dataset
-
-    return build_stage_dataset(config, args, world)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -130,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained_backbones=False if args.no_pretrained else None,
         train_bn=False if args.freeze_bn else None,
     )
-    mix = {name: value for name in _MIX
+    mix = {name: value for name in MIX_FRACTIONS
            if (value := getattr(args, name, None)) is not None}
     if mix:
         if args.stage != "real-video":
@@ -140,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction must lie in [0, 1]")
         config = config.override(datasets={**config.datasets, **mix})
     if args.resume:
-        config = _resumed_config(config, args.run_dir)
+        from stcn.train.checkpoints import resumed_config
+
+        config = resumed_config(config, args.run_dir)
     if args.run_dir.exists() and not args.resume and (args.run_dir / "checkpoints").exists():
         raise UserError(f"{args.run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
     dataset = build_dataset(config, args, world)

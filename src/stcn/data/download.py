@@ -1,10 +1,10 @@
-"""``stcn data``: download the training / evaluation data sets, and resize YouTube-VOS to 480p.
+"""The training / evaluation data sets: download them, and resize YouTube-VOS to 480p (``stcn data``).
 
-``stcn data download {davis,youtube,static,bl30k} --root DIR`` fetches each archive of the set into
-``DIR/.stcn-data/`` (resumable, atomic, sha256-checked where a checksum is known, rejected when it is
-not a valid archive), extracts it aside and moves its content into place, then records it as done,
-so running the command again skips finished archives and continues an interrupted one. An archive
-already saved by hand as ``DIR/.stcn-data/<name>`` is used as it is.
+:func:`download_dataset` (``stcn data download {davis,youtube,static,bl30k} --root DIR``) fetches each
+archive of the set into ``DIR/.stcn-data/`` (resumable, atomic, sha256-checked where a checksum is
+known, rejected when it is not a valid archive), extracts it aside and moves its content into place,
+then records it as done, so running the command again skips finished archives and continues an
+interrupted one. An archive already saved by hand as ``DIR/.stcn-data/<name>`` is used as it is.
 
 Layouts produced (what ``stcn train`` / ``stcn evaluate`` read):
 
@@ -17,7 +17,6 @@ Layouts produced (what ``stcn train`` / ``stcn evaluate`` read):
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -258,47 +257,3 @@ def resize_youtube(src: str | os.PathLike, dst: str | os.PathLike, *, size: int 
     if meta.is_file():
         shutil.copyfile(meta, dst / "meta.json")
     return dst
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="download training/evaluation data sets; resize YouTube-VOS",
-                              description="Prepare the data sets in the layouts stcn train / evaluate read.")
-    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    d = sub.add_parser("download", help="download and extract a data set (resumable)",
-                       description="\n".join(f"{k}: {v.note}" for k, v in DATASETS.items()),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    d.add_argument("dataset", choices=sorted(DATASETS))
-    d.add_argument("--root", required=True, type=Path, help="folder that receives the data set")
-    d.add_argument("--mirror", help="fetch every archive as MIRROR/<archive name> instead")
-    d.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
-    d.add_argument("--no-resize", action="store_true", help="youtube: do not make train_480p")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
-    d.set_defaults(func=_run_download)
-    r = sub.add_parser("resize-youtube", help="resize a YouTube-VOS split to 480p (shorter side)")
-    r.add_argument("--in", dest="src", required=True, type=Path, help="e.g. YouTube/train")
-    r.add_argument("--out", dest="dst", required=True, type=Path, help="e.g. YouTube/train_480p")
-    r.add_argument("--size", type=int, default=480)
-    r.add_argument("--workers", type=int, help="processes (default: up to 8)")
-    r.add_argument("--quiet", action="store_true")
-    r.set_defaults(func=_run_resize)
-    from stcn.data import teacher_cli
-
-    teacher_cli.register(sub)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-
-
-def _run_download(args: argparse.Namespace) -> int:
-    download_dataset(args.dataset, args.root, mirror=args.mirror, keep_archives=args.keep_archives,
-                     progress=not args.quiet, resize=not args.no_resize)
-    return 0
-
-
-def _run_resize(args: argparse.Namespace) -> int:
-    out = resize_youtube(args.src, args.dst, size=args.size, workers=args.workers, progress=not args.quiet)
-    print(f"wrote {out}")
-    return 0

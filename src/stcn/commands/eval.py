@@ -1,12 +1,13 @@
-"""``stcn eval {davis,youtube,generic}``: segment a benchmark set (resumable, multi-process with torchrun).
+"""``stcn eval {davis,youtube,generic,interactive}``: segment a benchmark set (resumable, multi-process
+with torchrun), or run the DAVIS-interactive benchmark (:mod:`stcn.interactive.benchmark`).
 
 Heavy imports happen in the ``run_*`` functions, so ``stcn --help`` stays fast.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+from pathlib import Path
 
 from stcn.inference.device import add_device_argument
 from stcn.inference.options import EngineOptions, add_engine_arguments
@@ -84,9 +85,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     _common(g, size=480)
     g.set_defaults(func=run_generic)
 
-    from stcn.interactive.benchmark import add_parser as add_interactive
-
-    add_interactive(sub)
+    _register_interactive(sub)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
     return parser
@@ -98,30 +97,9 @@ def _kwargs(args: argparse.Namespace, default_mem_every: int) -> dict:
                 device=args.device, progress=not args.quiet, overwrite=args.overwrite)
 
 
-def _cell(value: float, digits: int) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def format_summary(summary, title: str) -> str:
-    """One table: videos, frames, seconds and FPS (and J&F, J, F when evaluated)."""
-    head = ["videos", "resumed", "frames", "seconds", "FPS"]
-    row = [str(len(summary.computed)), str(len(summary.resumed)), str(summary.frames),
-           _cell(summary.seconds, 1), _cell(summary.fps, 2)]
-    if summary.evaluation is not None:
-        g = summary.evaluation.global_results
-        head += ["J&F-Mean", "J-Mean", "F-Mean"]
-        row += [_cell(g["J&F-Mean"], 4), _cell(g["J-Mean"], 4), _cell(g["F-Mean"], 4)]
-    if summary.world_size > 1:
-        title += f" [rank {summary.rank}/{summary.world_size}]"
-    widths = [max(len(h), len(c)) for h, c in zip(head, row)]
-    return "\n".join([
-        title,
-        "  ".join(h.rjust(w) for h, w in zip(head, widths)),
-        "  ".join(c.rjust(w) for c, w in zip(row, widths)),
-    ])
-
-
 def _report(summary, title: str) -> None:
+    from stcn.eval.runners import format_summary
+
     print(format_summary(summary, title))
     if not summary.complete:
         print(f"(other processes are still writing videos into {summary.out_dir}; the last one to finish "
@@ -153,4 +131,42 @@ def run_generic(args: argparse.Namespace) -> int:
 
     summary = run(args.root, args.out, **_kwargs(args, 5))
     _report(summary, f"generic {args.root} -> {summary.out_dir}")
+    return 0
+
+
+def _register_interactive(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "interactive", help="DAVIS-interactive (MiVOS: S2M + STCN + fusion, our local session and robot)",
+        description=(
+            "DAVIS-interactive benchmark, local session. Layout: ROOT/ImageSets/2017/val.txt, "
+            "ROOT/JPEGImages/480p/<seq>/, ROOT/Annotations/480p/<seq>/ (every frame), ROOT/Scribbles/<seq>/NNN.json. "
+            "MiVOS's driver: S2M on every scribble, propagation + fusion at interactions 3, 6 and 8. Writes "
+            "OUT/report.csv, OUT/summary.json and OUT/jf_time.png; prints AUC, J&F@60s and J&F after each "
+            "interaction. Timings are this machine's model time."
+        ),
+    )
+    p.add_argument("--root", required=True, metavar="DIR", help="DAVIS 2017 root (see the description)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--weights", metavar="W",
+                   help="STCN propagation checkpoint, a path or a registry name (default: the cached s012)")
+    p.add_argument("--s2m", metavar="S", help="S2M checkpoint (default: the cached `s2m`)")
+    p.add_argument("--fusion", metavar="F", help="FusionNet checkpoint (default: the cached `fusion`)")
+    p.add_argument("--max-interactions", type=int, default=8, metavar="N", help="interactions per sample (default: 8)")
+    p.add_argument("--time-per-object", type=float, default=30, metavar="S",
+                   help="seconds per object and interaction; a sample may take N x S x objects (default: 30)")
+    p.add_argument("--sequences", nargs="+", metavar="SEQ", help="only these sequences of the list")
+    add_device_argument(p)
+    p.set_defaults(func=run_interactive)
+    return p
+
+
+def run_interactive(args: argparse.Namespace) -> int:
+    from stcn.interactive.benchmark import format_result
+    from stcn.interactive.benchmark import run_interactive as run
+
+    result = run(args.root, args.out, weights=args.weights, s2m=args.s2m, fusion=args.fusion,
+                 max_interactions=args.max_interactions, time_per_object=args.time_per_object,
+                 device=args.device, sequences=args.sequences)
+    print(format_result(result))
+    print(f"wrote {Path(args.out) / 'report.csv'}, summary.json, jf_time.png")
     return 0
