@@ -42,7 +42,7 @@ WORK_MEMORY_STEPS_MB = (1024, 512, 256, 128, 64, 32)
 AUTO_SIZES = (480, 360, 240, 160, 120)
 MIN_MEMORY_FRAMES = 2
 
-_BYTES_PER_OBJECT_PIXEL = 400  # InferenceCore's object-batch rule (see inference_core.py)
+_BYTES_PER_OBJECT_PIXEL = 400  # the engine's object-batch rule (see frame_step.py)
 
 
 def parse_bytes(text: str | int | float) -> int:

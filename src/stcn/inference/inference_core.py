@@ -25,7 +25,6 @@ dense computation as the oracle and the benchmark's baseline.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stcn.inference.frame_step import FrameStep
 from stcn.inference.memory_bank import MemoryBank, Policy
 from stcn.inference.options import DEFAULT_SIZE, DEFAULT_WORK_MEMORY_MB, EngineOptions
-from stcn.inference.precision import autocast_dtype, resolve_precision
 from stcn.inference.preprocess import (
     pad,
     pad_amounts,
@@ -48,11 +47,7 @@ from stcn.inference.preprocess import (
 from stcn.model.aggregation import aggregate
 from stcn.model.decoder import DecoderQuery
 from stcn.model.memory import Similarity
-from stcn.model.network import STCN, KeyFeatures, others_sum
-
-# Rough peak bytes per object per processed pixel in the decoder / value encoder (fp32): the last
-# decoder stage holds ~6 tensors of hidden/2 = 256 channels at 1/4 resolution (6 * 256 * 4 / 16).
-_BYTES_PER_OBJECT_PIXEL = 400
+from stcn.model.network import STCN, KeyFeatures
 
 
 @dataclass
@@ -121,8 +116,6 @@ class InferenceCore:
             raise ValueError("mem_every must be >= 1")
         if max_memory_frames is not None and max_memory_frames < 2:
             raise ValueError("max_memory_frames must be at least 2 (the first annotated frame is always kept)")
-        if work_memory_mb <= 0:
-            raise ValueError("work_memory_mb must be positive")
         # The settings as keywords of this constructor: what spawn() copies and state_dict() records.
         self._config = dict(top_k=top_k, mem_every=mem_every, include_last=include_last, size=size,
                             similarity=similarity, query_chunk=query_chunk, max_memory_frames=max_memory_frames,
@@ -135,20 +128,21 @@ class InferenceCore:
         self.size = size
         if amp and precision == "fp32":
             precision = "fp16" if self.device.type == "cuda" else "bf16"
-        self.precision = resolve_precision(precision, self.device)
+        # the per-frame network work (shared with the interactive core): precision, batches, compile
+        self.frame_step = FrameStep(model, precision=precision, work_memory_mb=work_memory_mb, compile=compile)
+        self.precision = self.frame_step.precision
         self.amp = self.precision != "fp32"
         self._config["precision"] = self.precision
-        self.work_memory = int(work_memory_mb * 2**20)
+        self.work_memory = self.frame_step.work_memory
         self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
         self.memory = MemoryBank(top_k=top_k, similarity=similarity, query_chunk=query_chunk,
                                  max_frames=max_memory_frames, policy=memory_policy,
-                                 read_budget=self.work_memory // 16)
+                                 read_budget=self.frame_step.read_budget)
         self.object_ids: list[int] = []
         self.frame_index = -1
         self.last_memory_frame: int | None = None
         self._pending: _PendingMemory | None = None
         self._pinned = False
-        self._net = _Compiled(model, "inductor" if compile is True else compile) if compile else model
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
@@ -228,23 +222,14 @@ class InferenceCore:
                                            bool(p["temporary"]), bool(p["pinned"]))
 
     def _autocast(self):
-        dtype = autocast_dtype(self.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return self.frame_step.autocast()
 
     def _object_batch(self, pixels: int) -> int:
         """Objects per decoder / value-encoder batch that fit the work-memory budget."""
-        return max(1, self.work_memory // (_BYTES_PER_OBJECT_PIXEL * pixels))
+        return self.frame_step.object_batch(pixels)
 
     def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        step = self._object_batch(image.shape[-2] * image.shape[-1])
-        others = None if self.model.single_object or step >= probs.shape[0] else others_sum(probs)
-        with self._autocast():
-            parts = [self._net.encode_object_values_split(
-                         image, f16, probs[i:i + step], None if others is None else others[i:i + step])
-                     for i in range(0, probs.shape[0], step)]
-        return (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
+        return self.frame_step.encode_values(image, f16, probs)
 
     def _flush_pending(self) -> None:
         p, self._pending = self._pending, None
@@ -274,22 +259,14 @@ class InferenceCore:
         return pad(m, amounts)
 
     def _encode_key(self, x: torch.Tensor) -> KeyFeatures:
-        with self._autocast():
-            feats = self._net.encode_key(x)
-        return KeyFeatures(feats.key.float(), *feats[1:])
+        return self.frame_step.encode_key(x)
 
     def _decode(self, readout: torch.Tensor, query: DecoderQuery) -> torch.Tensor:
-        step = self._object_batch(16 * readout.shape[-2] * 16 * readout.shape[-1])
-        parts = [self._net.decode_objects(readout[i:i + step], query) for i in range(0, readout.shape[0], step)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.frame_step.decode(readout, query)
 
     def _propagate(self, feats: KeyFeatures) -> torch.Tensor:
         """Object probabilities (O, 1, H, W) at the padded size from the memory."""
-        readout = self.memory.read(feats.key, tuple(self.object_ids))  # float32, outside autocast
-        with self._autocast():
-            query = self._net.query_features(feats)
-            logits = self._decode(readout, query)
-        return torch.sigmoid(logits.float())
+        return self.frame_step.object_probs(self.memory, feats, self.object_ids)
 
     @property
     def memory_frames(self) -> list[int]:
@@ -416,11 +393,3 @@ class InferenceCore:
         out = lut[index]
         return out.astype(np.uint8) if lut.max() <= 255 else out.astype(np.int32)
 
-
-class _Compiled:
-    """The network's per-frame parts through ``torch.compile`` (shapes are static within a video)."""
-
-    def __init__(self, model: STCN, backend: str = "inductor") -> None:
-        self.model = model
-        for name in ("encode_key", "query_features", "decode_objects", "encode_object_values_split"):
-            setattr(self, name, torch.compile(getattr(model, name), dynamic=False, backend=backend))

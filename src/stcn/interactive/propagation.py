@@ -18,8 +18,10 @@ last insertion (counted from tr), and writes ``prob[:, ti]`` = out_mask when the
 else the difference-aware fusion of (prob[:, ti], out_mask) (:func:`stcn.interactive.fusion.fuse_frame`).
 Pass-local memory is dropped after the pass. Labels = argmax of prob for every frame.
 
-The STCN network (:class:`stcn.model.network.STCN`) and the memory bank / top-k read of
-:mod:`stcn.inference` are reused as they are.
+Each frame's network work is the engine's (:class:`stcn.inference.frame_step.FrameStep`, the recipe
+:class:`stcn.inference.InferenceCore` runs): key encoding, the top-k read of a
+:class:`stcn.inference.MemoryBank`, the decoder per object in object batches, soft aggregation, the
+values of memory frames, and the precision (autocast). Only the order of frames and memory is MiVOS's.
 """
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stcn.inference.frame_step import FrameStep
 from stcn.inference.memory_bank import MemoryBank
+from stcn.inference.options import DEFAULT_WORK_MEMORY_MB
 from stcn.inference.preprocess import pad, pad_amounts, to_normalised_tensor, unpad
-from stcn.interactive.aggregate import aggregate_wbg
 from stcn.interactive.fusion import (
     FusionNet,
     align_difference,
@@ -75,6 +78,9 @@ class InteractivePropagation:
         top_k: STCN's top-k read (20).
         feature_cache: how many frames' key-encoder features to keep (the 64-channel keys of every
             computed frame are always kept: they are small and serve the fusion alignment).
+        precision, work_memory_mb: the propagation network's precision and work-memory budget, as
+            :class:`stcn.inference.InferenceCore`'s (:class:`~stcn.inference.frame_step.FrameStep`);
+            ``fp32`` (the default) is exact. The fusion network runs in float32.
     """
 
     def __init__(
@@ -87,10 +93,13 @@ class InteractivePropagation:
         mem_every: int = 5,
         top_k: int = 20,
         feature_cache: int = 16,
+        precision: str = "fp32",
+        work_memory_mb: float = DEFAULT_WORK_MEMORY_MB,
     ) -> None:
         if num_objects < 1:
             raise ValueError("num_objects must be >= 1")
         self.prop_net = prop_net.eval()
+        self.frame_step = FrameStep(prop_net, precision=precision, work_memory_mb=work_memory_mb)
         self.fusion = fusion.eval() if fusion is not None else None
         self.device = next(prop_net.parameters()).device
         self.num_objects = num_objects
@@ -104,7 +113,7 @@ class InteractivePropagation:
         self.prob[0] = 1e-7
         self.masks = torch.zeros(self.num_frames, hp, wp, dtype=torch.uint8, device=self.device)
         self.interacted: set[int] = set()
-        self.certain = MemoryBank(top_k=top_k)
+        self.certain = self._memory()
         self.trace: list[RoundTrace] = []
         self._keys: dict[int, torch.Tensor] = {}
         self._features: OrderedDict[int, KeyFeatures] = OrderedDict()
@@ -145,10 +154,13 @@ class InteractivePropagation:
         return t
 
     # ---- features -----------------------------------------------------------------------------------
+    def _memory(self) -> MemoryBank:
+        return MemoryBank(top_k=self.top_k, read_budget=self.frame_step.read_budget)
+
     def _encode(self, t: int) -> KeyFeatures:
         feats = self._features.get(t)
         if feats is None:
-            feats = self.prop_net.encode_key(self.images[t:t + 1])
+            feats = self.frame_step.encode_key(self.images[t:t + 1])
             self._features[t] = feats
             self._keys[t] = feats.key
             while len(self._features) > self._feature_cache:
@@ -161,7 +173,7 @@ class InteractivePropagation:
         return self._keys[t] if t in self._keys else self._encode(t).key
 
     def _values(self, t: int, feats: KeyFeatures, object_probs: torch.Tensor) -> dict[int, torch.Tensor]:
-        values = self.prop_net.encode_object_values(self.images[t:t + 1], feats.f16, object_probs)
+        values = self.frame_step.encode_values(self.images[t:t + 1], feats.f16, object_probs)
         return {k + 1: v for k, v in enumerate(values)}
 
     # ---- public API ---------------------------------------------------------------------------------
@@ -223,7 +235,7 @@ class InteractivePropagation:
         trace = PassTrace(tr, forward, stop, len(self.certain))
         if len(frames) == 0:
             return trace
-        bank = MemoryBank(top_k=self.top_k)
+        bank = self._memory()
         bank.entries = list(self.certain.entries)  # pass-local frames are appended to a copy
         object_ids = tuple(range(1, self.num_objects + 1))
         end = frames[-1]
@@ -232,9 +244,7 @@ class InteractivePropagation:
             if on_frame is not None:
                 on_frame(ti)
             feats = self._encode(ti)
-            readout = bank.read(feats.key, object_ids)
-            logits = self.prop_net.decode(readout, feats.f16_thin, feats.f8, feats.f4)
-            out_mask = aggregate_wbg(torch.sigmoid(logits), keep_bg=True)  # (K+1, 1, Hp, Wp)
+            out_mask = self.frame_step.probabilities(bank, feats, object_ids)  # (K+1, 1, Hp, Wp)
             if ti != end and abs(ti - last) >= self.mem_every:
                 bank.add(ti, feats.key, self._values(ti, feats, out_mask[1:]))
                 last = ti
