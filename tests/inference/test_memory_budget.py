@@ -102,3 +102,93 @@ def test_real_run_stays_under_its_budget(clip):
     assert peak <= parse_bytes(budget), (peak, said)
     assert len(list((clip / "out").glob("*.png"))) == 6
     assert "max_memory_frames" in proc.stdout
+
+
+# --- segment_video(max_memory_bytes=...): the same planner, the same numbers, the same results as segment() ---
+
+BASELINE = 700 * MB  # the process's size, fixed so that both calls plan from the same numbers
+SMALL_BUDGET = 915_700_000  # at this baseline: 3 of the 7 memory frames fit, with the least work memory
+VIDEO_OPTIONS = EngineOptions(size=-1, mem_every=1, precision="fp32")
+
+
+@pytest.fixture()
+def fixed_baseline(monkeypatch):
+    import stcn.inference.budget as budget
+
+    monkeypatch.setattr(budget, "process_rss", lambda: BASELINE)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    import stcn
+
+    return stcn.load_model("demo", device="cpu")
+
+
+def test_segment_video_plans_as_segment_does(clip, demo, fixed_baseline):
+    import numpy as np
+
+    from stcn.inference import segment_video
+    from stcn.inference.segment import segment
+    from stcn.io.masks import read_label_png
+
+    said_video, said_segment = [], []
+    results = list(segment_video(clip / "frames", clip / "masks", model=demo, options=VIDEO_OPTIONS,
+                                 max_memory_bytes=SMALL_BUDGET, info_line=said_video.append))
+    done = segment(clip / "frames", clip / "masks", clip / "out", model=demo, options=VIDEO_OPTIONS,
+                   max_memory_bytes=SMALL_BUDGET, info_line=said_segment.append, progress=False)
+    # one line each, the same plan: 3 memory frames (of the 7 the video would use), 32 MB of work memory
+    assert said_video == said_segment and len(said_video) == 1
+    assert said_video[0].startswith("memory budget 873 MB: at most 3 memory frames, work memory 32 MB")
+    assert done.max_memory_frames == 3 and done.options.work_memory_mb == 32 and done.memory_note == said_video[0]
+    # the engine ran with that bound (and evicted), and wrote what segment() wrote
+    engines = {r.direction: r.engine for r in results}
+    assert set(engines) == {"backward", "forward"}
+    assert all(e.memory.max_frames == 3 and len(e.memory) <= 3 for e in engines.values())
+    assert sorted(r.index for r in results) == list(range(6))
+    for r in results:
+        np.testing.assert_array_equal(r.labels, read_label_png(clip / "out" / f"{r.name}.png")[0])
+    # the plan grows with the budget: at 2 GB every memory frame fits, with the full work memory
+    bigger = []
+    segment_video(clip / "frames", clip / "masks", model=demo, options=VIDEO_OPTIONS, max_memory_bytes="2GB",
+                  info_line=bigger.append).close()
+    assert bigger[0].startswith("memory budget 2.00 GB: every memory frame (7), work memory 1024 MB")
+
+
+def test_segment_video_budget_equals_the_explicit_bound(clip, demo, fixed_baseline):
+    import numpy as np
+    import torch
+
+    from stcn.inference import segment_video
+
+    budgeted = list(segment_video(clip / "frames", clip / "masks", model=demo, options=VIDEO_OPTIONS,
+                                  max_memory_bytes=SMALL_BUDGET, info_line=lambda line: None))
+    explicit = list(segment_video(clip / "frames", clip / "masks", model=demo,
+                                  options=VIDEO_OPTIONS.replace(max_memory_frames=3, work_memory_mb=32)))
+    assert [r.index for r in budgeted] == [r.index for r in explicit]
+    assert any(r.labels.any() for r in budgeted)  # the demo model finds the objects: not a vacuous comparison
+    for a, b in zip(budgeted, explicit):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert torch.equal(a.probs, b.probs)
+
+
+def test_segment_video_refuses_an_unmeetable_budget_at_the_start(clip, demo, capsys):
+    import numpy as np
+
+    from stcn.inference import segment_video
+
+    for budget in ("300MB", 300 * MB):
+        with pytest.raises(UserError) as caught:
+            segment_video(clip / "frames", clip / "masks", model=demo, max_memory_bytes=budget)
+        message = str(caught.value)
+        assert "\n" not in message
+        assert message.startswith("--max-memory 300 MB cannot be met for 216x120 with 2 objects")
+    # before any frame is read: frames that do not exist are never opened (the size comes from the mask)
+    labels = np.asarray(Image.open(clip / "m.png"))
+    with pytest.raises(UserError, match="cannot be met for 216x120 with 2 objects"):
+        segment_video([clip / "missing.png"] * 6, {3: labels}, model=demo, max_memory_bytes="300MB")
+    with pytest.raises(UserError, match="--max-memory"):
+        segment_video(clip / "frames", clip / "masks", model=demo, max_memory_bytes="lots")
+    with pytest.raises(UserError, match="give --max-memory too"):
+        segment_video(clip / "frames", clip / "masks", model=demo, auto_size=True)
+    assert capsys.readouterr().err == ""  # nothing was said before the refusal

@@ -79,6 +79,9 @@ def _propagate(page) -> None:
 
 
 def test_scribble_propagate_correct_save(page, state, make_session, clip, tmp_path):
+    # with S2M every tool and Commit are enabled and no note is shown
+    assert all(r.is_enabled() for r in page.locator("input[name=tool]").all())
+    assert page.locator("#commit").is_enabled() and page.locator("#tools-note").is_hidden()
     page.keyboard.press("1")
     _draw(page, [(30, 40), (40, 44), (50, 52)])
     page.keyboard.press("2")
@@ -119,14 +122,30 @@ def test_offline_brush_propagate_correct_save(offline_page, offline_state, clip,
     save writes the masks the same calls give through the Python API."""
     page = offline_page
     for tool in ("scribble", "click"):
-        assert page.locator(f"input[name=tool][value={tool}]").is_disabled()
+        radio = page.locator(f"input[name=tool][value={tool}]")
+        assert radio.is_disabled() and not radio.is_checked()
+        label = page.locator(f"label:has(input[name=tool][value={tool}])")
+        assert "unavailable" in label.get_attribute("class")
+        assert label.get_attribute("title") == "needs the S2M network: stcn weights download s2m"
+    for tool in ("brush", "eraser"):
+        assert page.locator(f"input[name=tool][value={tool}]").is_enabled()
     assert page.locator("input[name=tool][value=brush]").is_checked()  # the default moved to the brush
-    assert "stcn weights download s2m" in page.locator("#tools-note").inner_text()
+    # Commit closes a scribble interaction: disabled too, naming the same command
+    commit = page.locator("#commit")
+    assert commit.is_disabled() and commit.get_attribute("title") == "needs the S2M network: stcn weights download s2m"
+    tools_note = page.locator("#tools-note")
+    assert tools_note.is_visible() and page.locator("#tools-note code").inner_text() == "stcn weights download s2m"
+    assert page.locator("#propagate").is_enabled() and page.locator("#save").is_enabled()
+    assert page.locator("#propagation-note code").inner_text() == "stcn weights download fusion"
     note = page.locator("#propagation-note").inner_text()
     assert "demo model" in note and "not fused" in note and "stcn weights download fusion" in note
+    page.locator("label:has(input[name=tool][value=scribble])").click(force=True)  # a click on it does nothing
     page.keyboard.press("s")  # the shortcut cannot pick a disabled tool either
     assert page.locator("input[name=tool][value=brush]").is_checked()
     assert "stcn weights download s2m" in page.locator("#status").inner_text()
+    page.keyboard.press("Enter")  # nor commit: no request is queued (the log below has no commit either)
+    assert page.evaluate("document.body.dataset.inflight") is None
+    assert "commit" not in page.locator("#status").inner_text()
 
     page.locator("#brush-size").fill("15")
     for k in (1, 2):  # a short stroke through each object's centre: part of it, not its outline

@@ -36,7 +36,8 @@ def test_no_weights_reports_the_demo_model_and_downloads_nothing(offline_server,
     info = json.loads(raw)
     assert info["networks"] == {"propagation": "demo", "s2m": None, "fusion": None}
     assert info["fused"] is False
-    assert info["tools"] == {"scribble": False, "click": False, "brush": True, "eraser": True, "import": True}
+    assert info["tools"] == {"scribble": False, "click": False, "commit": False, "brush": True, "eraser": True,
+                             "import": True}
     assert info["enable"] == {"s2m": "stcn weights download s2m", "fusion": "stcn weights download fusion"}
     assert not empty_home.exists() or not any(empty_home.rglob("*.*"))  # nothing was downloaded
     notes = offline_state.notes.strip().splitlines()
@@ -51,10 +52,11 @@ def test_no_weights_reports_the_demo_model_and_downloads_nothing(offline_server,
 @pytest.mark.parametrize(("path", "body"), [
     ("scribble", {"frame": 0, "strokes": [[[30, 40], [50, 52]]], "object_id": 1}),
     ("click", {"frame": 2, "point": [30, 40], "object_id": 1, "positive": True}),
+    ("commit", {"frame": 0}),  # closes a scribble interaction: none without S2M ("frame" only for the check)
 ])
 def test_scribble_and_click_are_refused_with_the_command(offline_server, offline_state, path, body):
     before = labels(offline_server, body["frame"], SIZE)
-    status, out = post(f"{offline_server}api/{path}", body)
+    status, out = post(f"{offline_server}api/{path}", {} if path == "commit" else body)
     assert status == 400
     assert "\n" not in out["error"] and "`stcn weights download s2m`" in out["error"]
     # refused before anything changed: no undo step, no log entry, the same mask

@@ -33,7 +33,7 @@ from stcn.guards import frame_work_bytes
 from stcn.inference.options import BOUNDED_MEMORY_FRAMES, EngineOptions
 from stcn.inference.preprocess import pad_amounts, resized_size
 
-__all__ = ["MemoryPlan", "parse_bytes", "plan_memory", "process_rss", "format_bytes"]
+__all__ = ["MemoryPlan", "parse_bytes", "plan_memory", "plan_for_masks", "process_rss", "format_bytes"]
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
           "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
@@ -179,3 +179,29 @@ def plan_memory(
         f"--max-memory {format_bytes(budget)} cannot be met for {width}x{height} with {objects} objects: the process "
         f"already holds {format_bytes(baseline)} and one frame needs about {format_bytes(need - baseline)} more "
         f"at the smallest settings tried; {hint}")
+
+
+def plan_for_masks(
+    budget: int,
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    masks,
+    options: EngineOptions,
+    model=None,
+    save_probs: bool = False,
+    overlay: bool = False,
+    auto_size: bool = False,
+) -> MemoryPlan:
+    """:func:`plan_memory` for a video of ``num_frames`` frames of ``height`` x ``width`` annotated with
+    ``masks`` (an iterable of HxW id maps, one per annotated frame) and propagated by ``model`` (its
+    ``config`` sizes the network): what ``segment(max_memory_bytes=...)`` and
+    ``segment_video(max_memory_bytes=...)`` both plan with."""
+    import numpy as np
+
+    masks = list(masks)
+    ids = {int(i) for labels in masks for i in np.unique(np.asarray(labels)) if i}
+    return plan_memory(budget, height=height, width=width, num_frames=num_frames, num_objects=len(ids),
+                       options=options, model_config=getattr(model, "config", None), save_probs=save_probs,
+                       overlay=overlay, auto_size=auto_size, annotated_frames=len(masks))

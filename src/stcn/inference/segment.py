@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 import stcn.guards as guards
 from stcn.errors import DataError, UserError
 from stcn.inference.device import resolve_device
@@ -215,14 +213,12 @@ def segment(
 
                     model = load_model(weights_path, torch_device)
                 if budget is not None:
-                    from stcn.inference.budget import plan_memory
+                    from stcn.inference.budget import plan_for_masks
 
-                    ids = {int(i) for labels, _ in matched.values() for i in np.unique(labels) if i}
-                    plan = plan_memory(budget, height=info.height, width=info.width, num_frames=info.num_frames,
-                                       num_objects=len(ids), options=options,
-                                       model_config=getattr(model, "config", None), save_probs=save_probs,
-                                       overlay=overlay_path is not None, auto_size=auto_size,
-                                       annotated_frames=len(matched))
+                    plan = plan_for_masks(budget, height=info.height, width=info.width, num_frames=info.num_frames,
+                                          masks=[labels for labels, _ in matched.values()], options=options,
+                                          model=model, save_probs=save_probs, overlay=overlay_path is not None,
+                                          auto_size=auto_size)
                     # a resumed run keeps the plan its checkpoint was made with (the process's size varies)
                     saved = resuming.saved_options(stage) if resume else None
                     options = EngineOptions(**saved) if saved is not None else plan.options

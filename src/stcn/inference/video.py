@@ -183,6 +183,9 @@ def segment_video(
     direction: str = "both",
     resume_after: tuple[str, int] | None = None,
     reverse_chunk_bytes: int | None = None,
+    max_memory_bytes: int | str | None = None,
+    auto_size: bool = False,
+    info_line: Callable[[str], None] | None = None,
 ) -> Iterator[FrameResult]:
     """Propagate ``masks`` through ``video``, yielding one :class:`FrameResult` per frame.
 
@@ -207,14 +210,51 @@ def segment_video(
             wrote ``frame``; ``model`` is then the :class:`InferenceCore` of that pass restored with
             :meth:`InferenceCore.load_state_dict`, and only the frames after that point are yielded
             (what ``stcn segment --resume`` does).
-        reverse_chunk_bytes: decoded frames a video file's backward pass holds at a time (default 256 MB).
+        reverse_chunk_bytes: decoded frames a video file's backward pass holds at a time (default 256 MB,
+            or what ``max_memory_bytes`` plans).
+        max_memory_bytes: bytes, or a size such as ``"2GB"`` (as ``stcn segment --max-memory``): keep the
+            process's peak memory under it by choosing the memory-frame bound, the work memory (query
+            chunks, object batches) and, with ``auto_size``, the processing size, from ``options``
+            (:func:`stcn.inference.budget.plan_for_masks`, the planner of ``segment(max_memory_bytes=...)``).
+            What it chose (:meth:`~stcn.inference.budget.MemoryPlan.summary`, one line) goes to
+            ``info_line`` (default: printed to stderr as ``stcn: memory budget ...``); a budget that cannot
+            be met raises :class:`UserError` (one line) here, before any frame is computed.
+            ``model`` must then be a network, not an :class:`InferenceCore`.
+        auto_size: with ``max_memory_bytes``: lower the processing size if the budget needs it.
+        info_line: called with the memory plan's one-line summary.
 
     Raises :class:`~stcn.errors.UserError` (DataError for bad frames or masks, and out of memory).
     """
     options = options or EngineOptions()
     plan_directions(0, (), direction)  # validates the direction before anything is read
+    budget = None
+    if max_memory_bytes is not None:
+        from stcn.inference.budget import parse_bytes
+
+        budget = parse_bytes(max_memory_bytes)
+        if isinstance(model, InferenceCore):
+            raise UserError("max_memory_bytes chooses the engine's options: pass the network as model=, "
+                            "not an InferenceCore")
+    elif auto_size:
+        raise UserError("--auto-size chooses the processing size for --max-memory: give --max-memory too")
     frames = _frames(video, reverse_chunk_bytes)
     annotations = _masks(masks, frames, warn)
+    if budget is not None:
+        from stcn.inference.budget import plan_for_masks
+
+        if frames.info is not None:
+            height, width = frames.info.height, frames.info.width
+        elif annotations:  # in-memory frames: a mask has its frame's size (the engine checks it)
+            height, width = np.asarray(next(iter(annotations.values()))[0]).shape[:2]
+        else:
+            raise UserError("max_memory_bytes: no mask to propagate")
+        plan = plan_for_masks(budget, height=int(height), width=int(width), num_frames=frames.num_frames,
+                              masks=[labels for labels, _ in annotations.values()], options=options,
+                              model=model, auto_size=auto_size)
+        options = plan.options
+        if reverse_chunk_bytes is None and frames.info is not None:
+            frames = _frames(frames.info, plan.reverse_chunk_bytes)  # the planned chunk (no second probe)
+        (info_line or _stderr_line)(plan.summary())
     if isinstance(model, InferenceCore):
         core = model
     else:
@@ -225,6 +265,12 @@ def segment_video(
                                      or not 0 <= resume_after[1] < frames.num_frames):
         raise ValueError(f"resume_after must be (forward|backward, frame index), not {resume_after!r}")
     return _passes(core, frames, annotations, wanted, plan, resume_after)
+
+
+def _stderr_line(message: str) -> None:
+    import sys
+
+    print(f"stcn: {message}", file=sys.stderr)
 
 
 def _passes(core: InferenceCore, frames: _Frames, annotations: dict[int, tuple], wanted: set[int] | None,

@@ -125,7 +125,8 @@ class UIState:
             "out": str(self.out),
             # the page greys out what the loaded networks cannot do and shows the command enabling it
             "networks": dict(self.networks), "fused": s.fused,
-            "tools": {"scribble": s.has_s2m, "click": s.has_s2m, "brush": True, "eraser": True, "import": True},
+            "tools": {"scribble": s.has_s2m, "click": s.has_s2m, "commit": s.has_s2m, "brush": True, "eraser": True,
+                      "import": True},
             "enable": {"s2m": S2M_COMMAND, "fusion": FUSION_COMMAND},
         }
 
@@ -156,6 +157,8 @@ class UIState:
 
     def apply(self, op: str, **kwargs) -> None:
         """One session call by name (scribble, click, brush, set_mask, commit, undo, redo)."""
+        if op == "commit":  # it closes an S2M interaction: without S2M there is none, and the page disables it
+            self.session._need_s2m("commits")
         method = {"scribble": self.session.scribble, "click": self.session.click, "brush": self.session.brush,
                   "set_mask": self.session.set_mask, "commit": self.session.commit,
                   "undo": self.session.undo, "redo": self.session.redo}[op]

@@ -304,8 +304,11 @@ function showNetworks() {
     radio.parentElement.classList.toggle("unavailable", radio.disabled);
     radio.parentElement.title = radio.disabled ? `needs the S2M network: ${i.enable.s2m}` : "";
   }
+  // Commit closes a scribble (S2M) interaction: without S2M there is none to close
+  $("commit").disabled = !available("commit");
+  $("commit").title = $("commit").disabled ? `needs the S2M network: ${i.enable.s2m}` : "close the scribble interaction (Enter)";
   $("tools-note").hidden = available("scribble") && available("click");
-  if (!$("tools-note").hidden) note($("tools-note"), "Scribble and click need the S2M network. Enable them with ", i.enable.s2m);
+  if (!$("tools-note").hidden) note($("tools-note"), "Scribble, click and commit need the S2M network. Enable them with ", i.enable.s2m);
   const model = i.networks.propagation === "demo" ? "the built-in demo model" : i.networks.propagation;
   if (i.fused) $("propagation-note").textContent = `Propagation: ${model}, fused with FusionNet.`;
   else note($("propagation-note"), `Propagation: ${model}, not fused (FusionNet is not loaded: a new result replaces the old one). Enable fusion with `, i.enable.fusion);
@@ -343,7 +346,7 @@ function keyDown(e) {
     const size = $("brush-size");
     size.value = Number(size.value) + (key === "]" ? 2 : -2);
     $("brush-size-value").textContent = size.value;
-  } else if (key === "Enter") action("/api/commit", "interaction committed");
+  } else if (key === "Enter") { if (!$("commit").disabled) action("/api/commit", "interaction committed"); }
   else if (key === "p" || key === "P") propagate();
   else if (key === "Escape") { if (!$("help").hidden) $("help").hidden = true; else cancel(); }
   else if (key === "+" || key === "=") setZoom(ui.zoom * 1.25);
