@@ -205,3 +205,29 @@ def test_entering_fraction_is_a_mix_flag(tmp_path):
     some = SyntheticClips(4, config=SyntheticClipConfig(**shape, entering_fraction=0.5))
     changed = sum(not np.array_equal(none.video(n).frames, some.video(n).frames) for n in range(12))
     assert 2 <= changed <= 10  # about half the pool, and the other videos exactly as without the flag
+
+
+def test_small_objects_are_a_fraction_of_the_usual_size_and_still_visible():
+    """small=True: the same kind of scene, objects about 0.2-0.45 of the usual size (area 0.04-0.2),
+    each still visible at frame 0; small=False leaves the video as it was."""
+    m = _material()
+    usual, small = [], []
+    for seed in range(6):
+        kwargs = dict(num_frames=6, height=96, width=128, noise_std=0, num_objects=2, cutout_fraction=1.0)
+        plain = generate_real_video(seed, m, **kwargs)
+        assert np.array_equal(plain.frames, generate_real_video(seed, m, small=False, **kwargs).frames)
+        tiny = generate_real_video(seed, m, small=True, **kwargs)
+        for k in (1, 2):
+            usual.append(np.count_nonzero(plain.labels[0] == k))
+            small.append(np.count_nonzero(tiny.labels[0] == k))
+            assert small[-1] > 0, (seed, k)
+    ratio = np.median(small) / np.median(usual)
+    assert 0.02 < ratio < 0.25, ratio
+
+
+def test_small_fraction_is_a_mix_flag():
+    shape = dict(crop=64, video_frames=6, video_height=64, video_width=96, pool_size=12, material=_material())
+    none = SyntheticClips(4, config=SyntheticClipConfig(**shape))
+    some = SyntheticClips(4, config=SyntheticClipConfig(**shape, small_fraction=0.5))
+    changed = sum(not np.array_equal(none.video(n).frames, some.video(n).frames) for n in range(12))
+    assert 2 <= changed <= 10  # about half the pool, and the other videos exactly as without the flag

@@ -95,3 +95,14 @@ def test_small_config_round_trips_through_a_checkpoint(tmp_path):
     # a training checkpoint records it too
     torch.save({"network": net.state_dict(), "stcn_config": net.config.to_json(), "it": 3}, tmp_path / "c.pth")
     assert stcn.load_model(tmp_path / "c.pth").config == PRESETS["small"]
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 7, 9), (4, 2, 5, 6)])
+def test_most_likely_is_argmax_ties_included(shape):
+    from stcn.model.aggregation import most_likely
+
+    g = torch.Generator().manual_seed(0)
+    prob = torch.rand(shape, generator=g).round(decimals=1)  # coarse values: many exact ties
+    prob[1] = prob[0]  # and whole planes tied: the first index wins, as argmax
+    assert torch.equal(most_likely(prob, dim=0), prob.argmax(dim=0))
+    assert torch.equal(most_likely(prob, dim=1), prob.argmax(dim=1))

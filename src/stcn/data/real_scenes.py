@@ -14,7 +14,10 @@ images (:class:`RealMaterial`, built from a static set such as ``stcn data teach
   them apart, which is what a memory read has to learn beyond "a person";
 * with ``entering=True`` the distractor walks in from the nearest frame edge after frame 0 and then moves
   beside one of the objects, as a passer-by joins a tracked pedestrian: it was never in the memory, so
-  it must stay background however much it looks like its neighbour.
+  it must stay background however much it looks like its neighbour;
+* with ``small=True`` every object and the distractor are drawn at 0.2-0.45 of their usual size (a few
+  hundred pixels, like pedestrians seen from a surveillance camera: a few feature cells at stride 16),
+  and the distractor is always there.
 
 A seed and the material give the same video on every run (OpenCV's warps are deterministic); the
 result is a :class:`~stcn.data.synthetic.SyntheticVideo`, so every consumer of synthetic video (the
@@ -296,8 +299,9 @@ def _sample_entry(layer: _Layer, beside: _Layer, rng: np.random.Generator, heigh
 
 def _sample_real_scene(rng: np.random.Generator, material: RealMaterial, *, num_frames: int, height: int,
                        width: int, num_objects: int, allow_exit: bool, distractor: bool, speed: float,
-                       cutout_fraction: float, lookalike: bool, entering: bool = False) -> _RealScene:
-    size = float(min(height, width))
+                       cutout_fraction: float, lookalike: bool, entering: bool = False,
+                       scale: float = 1.0) -> _RealScene:
+    size = float(min(height, width)) * scale
     crowd = min(1.0, math.sqrt(2.0 / num_objects))
     shared = material.cutouts[int(rng.integers(len(material.cutouts)))] if lookalike else None
     layers, looks = [], []
@@ -340,10 +344,11 @@ def _valid(scene: _RealScene, min_pixels: int) -> bool:
 def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 24, height: int = 224,
                         width: int = 320, num_objects: int = 2, allow_exit: bool = False, distractor: bool = False,
                         speed: float = 1.0, noise_std: float = 2.0, cutout_fraction: float = 0.7,
-                        lookalike: bool = False, entering: bool = False,
+                        lookalike: bool = False, entering: bool = False, small: bool = False,
                         min_visible_fraction: float = 0.01) -> SyntheticVideo:
     """A clip of ``num_objects`` (1..255) real-looking objects over a real photo, fully determined by
-    ``seed`` and ``material``; ``entering`` implies ``distractor`` (see the module's docstring). Returns a
+    ``seed`` and ``material``; ``entering`` and ``small`` imply ``distractor``, ``small`` scales
+    ``min_visible_fraction`` with the objects' area (see the module's docstring). Returns a
     SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
     (T, H, W) uint8`` (top-most object id, 0 background and distractor)."""
     if seed < 0 or num_frames < 1 or height < 16 or width < 16 or not 1 <= num_objects <= 255:
@@ -351,12 +356,15 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
     geometry_ss, noise_ss = np.random.SeedSequence([seed, 0x4EA1]).spawn(2)
     rng = np.random.Generator(np.random.PCG64(geometry_ss))
     noise = np.random.Generator(np.random.PCG64(noise_ss))
-    min_pixels = max(1, math.ceil(min_visible_fraction * height * width))
+    # drawn from its own stream, so that small=False leaves every other video as it was
+    scale = float(np.random.default_rng([seed, 0x5A11]).uniform(0.2, 0.45)) if small else 1.0
+    min_pixels = max(1, math.ceil(min_visible_fraction * scale**2 * height * width))
     for _ in range(100):
         scene = _sample_real_scene(rng, material, num_frames=num_frames, height=height, width=width,
                                    num_objects=num_objects, allow_exit=allow_exit,
-                                   distractor=distractor or entering, speed=max(speed, 0.0),
-                                   cutout_fraction=cutout_fraction, lookalike=lookalike, entering=entering)
+                                   distractor=distractor or entering or small, speed=max(speed, 0.0),
+                                   cutout_fraction=cutout_fraction, lookalike=lookalike, entering=entering,
+                                   scale=scale)
         if _valid(scene, min_pixels):
             break
     else:

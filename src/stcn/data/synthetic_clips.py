@@ -49,6 +49,8 @@ class SyntheticClipConfig:
     lookalike_fraction: float = 0.0
     # the share of real-looking videos whose distractor enters after frame 0 and walks beside an object
     entering_fraction: float = 0.0
+    # the share of real-looking videos whose objects are small (0.2-0.45 of the usual size), among look-alikes
+    small_fraction: float = 0.0
 
 
 class SyntheticClips(Dataset):
@@ -76,7 +78,7 @@ class SyntheticClips(Dataset):
                     width=c.video_width, num_objects=int(rng.integers(1, c.max_objects_per_video + 1)),
                     allow_exit=bool(rng.random() < 0.3), distractor=bool(rng.random() < 0.3),
                     speed=float(rng.uniform(0.5, 2.0)), lookalike=self._lookalike(number),
-                    entering=self._entering(number),
+                    entering=self._entering(number), small=self._small(number),
                 )
                 return self._pool[number]
             self._pool[number] = generate_video(
@@ -99,6 +101,9 @@ class SyntheticClips(Dataset):
 
     def _entering(self, number: int) -> bool:
         return self._draw(number, 3) < self.config.entering_fraction
+
+    def _small(self, number: int) -> bool:
+        return self._draw(number, 4) < self.config.small_fraction
 
     def __len__(self) -> int:
         return self.length

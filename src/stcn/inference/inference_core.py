@@ -44,7 +44,7 @@ from stcn.inference.preprocess import (
     to_normalised_tensor,
     unpad,
 )
-from stcn.model.aggregation import aggregate
+from stcn.model.aggregation import aggregate, most_likely
 from stcn.model.decoder import DecoderQuery
 from stcn.model.memory import Similarity
 from stcn.model.network import STCN, KeyFeatures
@@ -388,7 +388,7 @@ class InferenceCore:
 
     def labels(self, probs: torch.Tensor) -> np.ndarray:
         """(K+1, H, W) probabilities -> HxW label map in the original object ids (uint8 when ids fit)."""
-        index = probs.argmax(dim=0).cpu().numpy()
+        index = most_likely(probs, dim=0).cpu().numpy()
         lut = np.array([0, *self.object_ids], dtype=np.int64)
         out = lut[index]
         return out.astype(np.uint8) if lut.max() <= 255 else out.astype(np.int32)

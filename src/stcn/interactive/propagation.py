@@ -42,6 +42,7 @@ from stcn.interactive.fusion import (
     fuse_frame,
     mask_difference,
 )
+from stcn.model.aggregation import most_likely
 from stcn.model.network import STCN, KeyFeatures
 
 
@@ -187,7 +188,7 @@ class InteractivePropagation:
         """Show an interaction's result at frame t without propagating: the label map changes, ``prob``
         does not (the next round's difference is measured against the last propagated result)."""
         t = self._check_frame(t)
-        self.masks[t] = self._prepare_mask(mask).argmax(dim=0)[0].to(torch.uint8)
+        self.masks[t] = most_likely(self._prepare_mask(mask), dim=0)[0].to(torch.uint8)
         return self.labels
 
     def frames_to_propagate(self, t: int) -> int:
@@ -216,7 +217,7 @@ class InteractivePropagation:
             self.fusion_inputs.clear()
         passes = [self._propagate(tr, forward, pos, neg, on_frame) for forward in (True, False)]
         self.trace.append(RoundTrace(tr, passes, sorted(self.interacted)))
-        self.masks = self.prob[:, :, 0].argmax(dim=0).to(torch.uint8)
+        self.masks = most_likely(self.prob[:, :, 0], dim=0).to(torch.uint8)
         return self.labels
 
     # ---- one pass -----------------------------------------------------------------------------------

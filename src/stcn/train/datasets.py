@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 #: The real-video stage's mix of clip kinds (``stcn train --plain-fraction`` ...), each a share in [0, 1].
-MIX_FRACTIONS = ("plain_fraction", "lookalike_fraction", "entering_fraction")
+MIX_FRACTIONS = ("plain_fraction", "lookalike_fraction", "entering_fraction", "small_fraction")
 
 
 def skip_for_index(config, world: int, index: int) -> int:
