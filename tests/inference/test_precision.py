@@ -190,3 +190,34 @@ def test_bf16_on_trained_weights_agrees_with_exact():
         assert (probs["fp32"] - probs["bf16"]).abs().max() > 1e-4  # bf16 did run: the values moved
         assert (labels["fp32"] == labels["bf16"]).mean() >= 0.995
         assert abs(scores["fp32"] - scores["bf16"]) <= 0.3, scores
+
+
+@pytest.mark.filterwarnings("ignore:precision bf16:RuntimeWarning")  # emulated where not native: expected
+def test_bf16_runs_from_a_bf16_weight_copy_with_autocasts_bits(monkeypatch):
+    """bf16 mode keeps a copy of the conv / linear weights in bf16 (no per-frame weight casts); its outputs
+    are bit for bit those of autocast over the float32 weights, and the caller's model is untouched."""
+    from stcn.data.synthetic import generate_video
+    from stcn.inference import InferenceCore
+    from stcn.inference import frame_step as FS
+    from stcn.weights.io import load_model
+
+    model = load_model("demo")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    video = generate_video(3, num_frames=6, height=64, width=96, num_objects=2)
+
+    def run() -> list[torch.Tensor]:
+        core = InferenceCore(model, size=-1, precision="bf16")
+        with torch.inference_mode():
+            return [core.step(frame, video.labels[0] if t == 0 else None) for t, frame in enumerate(video.frames)]
+
+    core = InferenceCore(model, size=-1, precision="bf16")
+    convs = [m for m in core.frame_step.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    bns = [m for m in core.frame_step.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.weight.dtype == torch.float32 for m in bns)  # autocast leaves BatchNorm in float32
+    copied = run()
+    monkeypatch.setattr(FS, "weights_in", lambda m, dtype: m)  # plain autocast over the float32 weights
+    plain = run()
+    assert all(torch.equal(a, b) for a, b in zip(copied, plain))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p.dtype == torch.float32 for p in model.parameters())

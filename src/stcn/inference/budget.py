@@ -3,7 +3,8 @@
 STCN's memory use has four parts; the budget is spent on them in this order:
 
 1. **the process as it stands** once the model is loaded (Python, PyTorch, the weights): measured, not
-   estimated (the resident set size, ``/proc/self/statm``);
+   estimated (the resident set size, ``/proc/self/statm``), plus the bf16 / fp16 copy of the weights the
+   engine will make (``held``; :func:`stcn.inference.frame_step.lowered_weight_bytes`);
 2. **frames in flight**: the decode queue, the writers' queues (label maps, probabilities, overlay
    frames), the reverse reader's chunk, and the input-size tensors of one frame (float image, output
    probabilities, their resizing);
@@ -123,13 +124,15 @@ def plan_memory(
     overlay: bool = False,
     auto_size: bool = False,
     annotated_frames: int = 1,
+    held: int = 0,
 ) -> MemoryPlan:
     """Choose the processing size, work memory and memory-frame bound that keep a run of a video of
     ``num_frames`` frames of ``height`` x ``width`` with ``num_objects`` objects under ``budget`` bytes.
 
-    ``baseline``: the process's bytes now (default: measured). Raises :class:`UserError` (one line) when
+    ``baseline``: the process's bytes now (default: measured); ``held``: bytes the run will add to it before
+    the first frame (the engine's low-precision weight copy). Raises :class:`UserError` (one line) when
     the budget cannot be met."""
-    baseline = process_rss() if baseline is None else int(baseline)
+    baseline = (process_rss() if baseline is None else int(baseline)) + int(held)
     objects = max(1, num_objects)
     pixels_in = height * width
     scale = _width_scale(model_config)
@@ -200,8 +203,11 @@ def plan_for_masks(
     ``segment_video(max_memory_bytes=...)`` both plan with."""
     import numpy as np
 
+    from stcn.inference.frame_step import lowered_weight_bytes
+
     masks = list(masks)
     ids = {int(i) for labels in masks for i in np.unique(np.asarray(labels)) if i}
     return plan_memory(budget, height=height, width=width, num_frames=num_frames, num_objects=len(ids),
                        options=options, model_config=getattr(model, "config", None), save_probs=save_probs,
-                       overlay=overlay, auto_size=auto_size, annotated_frames=len(masks))
+                       overlay=overlay, auto_size=auto_size, annotated_frames=len(masks),
+                       held=lowered_weight_bytes(model, options.precision))

@@ -43,6 +43,9 @@ class FrameStep:
         work_memory_mb: budget for transient working memory: objects are decoded / encoded in batches
             that fit it, and a memory read's affinity chunks get 1/16 of it (:attr:`read_budget`).
         compile: ``torch.compile`` the network's per-frame parts; True: inductor, a string: that backend.
+
+    In bf16 / fp16 the network runs from a copy whose convolution and linear weights are already in that
+    dtype (:func:`weights_in`), made here: weights changed in ``model`` afterwards are not seen.
     """
 
     def __init__(self, model: STCN, *, precision: str = "fp32", work_memory_mb: float = DEFAULT_WORK_MEMORY_MB,
@@ -53,7 +56,11 @@ class FrameStep:
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
         self.work_memory = int(work_memory_mb * 2**20)
-        self.net = _Compiled(model, "inductor" if compile is True else compile) if compile else model
+        net = model
+        dtype = autocast_dtype(self.precision)
+        if dtype is not None:
+            net = weights_in(model, dtype)
+        self.net = _Compiled(net, "inductor" if compile is True else compile) if compile else net
 
     @property
     def read_budget(self) -> int:
@@ -104,6 +111,44 @@ class FrameStep:
     def probabilities(self, memory: MemoryBank, feats: KeyFeatures, object_ids: Sequence[int]) -> torch.Tensor:
         """(O+1, 1, Hp, Wp): :meth:`object_probs` soft-aggregated, channel 0 the background."""
         return aggregate(self.object_probs(memory, feats, object_ids), dim=0)
+
+
+def weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of ``model`` (eval mode) whose ``Conv2d`` / ``Linear`` weights and biases are ``dtype``; every
+    other parameter and buffer (BatchNorm's) is shared with ``model``, not copied.
+
+    Why: autocast casts a float32 weight to bf16 / fp16 at every call, so each frame re-cast every weight
+    of the network (~195 casts per frame at 480p, ~2.5 % of a bf16 frame). Autocast rounds with the same
+    ``Tensor.to`` as this copy, and leaves an argument already in its dtype alone, so outputs are bit for bit
+    those of autocast over ``model`` (tests/inference/test_precision.py).
+    """
+    import copy
+
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        lower = isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
+        for name, p in module.named_parameters(recurse=False):
+            if lower and name in ("weight", "bias"):
+                memo[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+            else:
+                memo[id(p)] = p
+        for b in module.buffers(recurse=False):
+            memo[id(b)] = b
+        if "_split_cache" in module.__dict__:  # slices of the float32 weights: not for the copy
+            memo[id(module.__dict__["_split_cache"])] = {}
+    return copy.deepcopy(model, memo).eval()
+
+
+def lowered_weight_bytes(model: torch.nn.Module | None, precision: str) -> int:
+    """Bytes of the copy :func:`weights_in` makes for ``model`` run at ``precision`` (0 in fp32)."""
+    if model is None:
+        return 0
+    dtype = autocast_dtype(resolve_precision(precision, next(model.parameters()).device))
+    if dtype is None:
+        return 0
+    size = torch.empty((), dtype=dtype).element_size()
+    return sum(p.numel() * size for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+               for p in m.parameters(recurse=False))
 
 
 class _Compiled:
