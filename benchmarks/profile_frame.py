@@ -6,7 +6,8 @@
 The paper-sized network (the reference recipe's weights, as bench_inference.py) on a synthetic 854x480
 video (padded to 864x480), 2 objects, mask on frame 0, memory every 5th frame. The engine first runs
 until the bank holds ``--memory-frames`` frames, then ``--frames`` frames are profiled. Stages are the
-engine's own parts (stcn.inference.frame_step.FrameStep's methods and MemoryBank.read), timed with
+engine's own parts (stcn.inference.frame_step.FrameStep's methods, STCN.query_features and
+MemoryBank.read), timed with
 ``record_function`` around them; ops are aten ops by self CPU time. Dtype conversions (``aten::to`` /
 ``aten::copy_`` / ``aten::_to_copy``) and layout copies (``aten::contiguous`` / ``aten::clone``) are listed
 separately: in a mode without round trips they stay a small share.
@@ -31,7 +32,8 @@ import bench_inference  # noqa: E402  (the same network, frames and machine line
 STAGES = (
     ("FrameStep", "encode_key", "key encoder"),
     ("MemoryBank", "read", "memory read (affinity, top-k, read-out)"),
-    ("FrameStep", "decode", "decoder"),
+    ("STCN", "query_features", "decoder's query half (once per frame)"),
+    ("FrameStep", "decode", "decoder (per object)"),
     ("FrameStep", "encode_values", "value encoder"),
 )
 CONVERSIONS = ("aten::to", "aten::_to_copy", "aten::copy_")
@@ -44,8 +46,9 @@ def _instrument() -> None:
 
     from stcn.inference.frame_step import FrameStep
     from stcn.inference.memory_bank import MemoryBank
+    from stcn.model.network import STCN
 
-    owners = {"FrameStep": FrameStep, "MemoryBank": MemoryBank}
+    owners = {"FrameStep": FrameStep, "MemoryBank": MemoryBank, "STCN": STCN}
     for owner, method, label in STAGES:
         cls = owners[owner]
         original = getattr(cls, method)
@@ -84,7 +87,7 @@ def profile(precision: str, memory_frames: int, frames: int, size: tuple[int, in
         ms = match[0].cpu_time_total / frames / 1000 if match else 0.0
         stage_rows.append((label, ms, 100 * ms / total))
     staged = sum(r[1] for r in stage_rows)
-    stage_rows.append(("rest (preprocessing, aggregation, labels)", total - staged, 100 * (total - staged) / total))
+    stage_rows.append(("rest (preprocessing, sigmoid, aggregation, labels)", total - staged, 100 * (total - staged) / total))
     stage_rows.append(("frame", total, 100.0))
     ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)
     op_rows = [(e.key, e.self_cpu_time_total / frames / 1000, 100 * e.self_cpu_time_total / frames / 1000 / total,
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     _instrument()
-    print(f"{bench_inference.machine()}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; "
+    print(f"{bench_inference.machine()}, load {os.getloadavg()[0]:.1f}; "
           f"paper-sized network, {args.size[0]}x{args.size[1]}, 2 objects, {args.memory_frames} memory frames, "
           f"{args.frames} frames profiled")
     for precision in args.precision:
