@@ -87,7 +87,8 @@ def profile(precision: str, memory_frames: int, frames: int, size: tuple[int, in
         ms = match[0].cpu_time_total / frames / 1000 if match else 0.0
         stage_rows.append((label, ms, 100 * ms / total))
     staged = sum(r[1] for r in stage_rows)
-    stage_rows.append(("rest (preprocessing, sigmoid, aggregation, labels)", total - staged, 100 * (total - staged) / total))
+    rest = total - staged
+    stage_rows.append(("rest (preprocessing, sigmoid, aggregation, labels)", rest, 100 * rest / total))
     stage_rows.append(("frame", total, 100.0))
     ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)
     op_rows = [(e.key, e.self_cpu_time_total / frames / 1000, 100 * e.self_cpu_time_total / frames / 1000 / total,
