@@ -41,6 +41,7 @@ from stcn.data.synthetic import (
     _sample_exit,
     _sample_motion,
     _sample_shape,
+    nearest_edge_offset,
 )
 
 __all__ = ["Cutout", "RealMaterial", "generate_real_video"]
@@ -285,16 +286,7 @@ def _sample_entry(layer: _Layer, beside: _Layer, rng: np.random.Generator, heigh
     layer.py = tuple(float(p + rng.uniform(-0.3, 0.3)) for p in beside.py)
     start = int(rng.integers(1, max(2, num_frames // 2)))
     duration = int(rng.integers(4, 11))
-    reach = layer.radius * layer.max_scale() + 3.0
-    sx, sy = sum(layer.ax), sum(layer.ay)
-    options = [
-        (width + reach - (layer.cx0 - sx), 1.0, 0.0),  # in from the right
-        (layer.cx0 + sx + reach, -1.0, 0.0),  # from the left
-        (height + reach - (layer.cy0 - sy), 0.0, 1.0),  # from the bottom
-        (layer.cy0 + sy + reach, 0.0, -1.0),  # from the top
-    ]
-    distance, ux, uy = min(options, key=lambda o: o[0])
-    layer.enter = (float(start), float(duration), distance * ux, distance * uy)
+    layer.enter = (float(start), float(duration), *nearest_edge_offset(layer, height, width))
 
 
 def _sample_real_scene(rng: np.random.Generator, material: RealMaterial, *, num_frames: int, height: int,

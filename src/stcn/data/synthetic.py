@@ -360,17 +360,23 @@ def _sample_exit(layer: _Layer, rng: np.random.Generator, height: int, width: in
         return False
     duration = int(rng.integers(8, min(longest, max(8, min(num_frames // 2, 24))) + 1))
     start = int(rng.integers(layer.appear + 1, num_frames - duration - 2 + 1))
+    layer.exit = (float(start), float(duration), *nearest_edge_offset(layer, height, width))
+    return True
+
+
+def nearest_edge_offset(layer: _Layer, height: int, width: int) -> tuple[float, float]:
+    """(dx, dy): the shift that takes ``layer`` (its reach and oscillation included) just past the nearest
+    frame edge -- where an exit goes to, and where an entry comes from."""
     reach = layer.radius * layer.max_scale() + 3.0
     sx, sy = sum(layer.ax), sum(layer.ay)
     options = [
-        (width + reach - (layer.cx0 - sx), 1.0, 0.0),  # out to the right
-        (layer.cx0 + sx + reach, -1.0, 0.0),  # out to the left
-        (height + reach - (layer.cy0 - sy), 0.0, 1.0),  # out at the bottom
-        (layer.cy0 + sy + reach, 0.0, -1.0),  # out at the top
+        (width + reach - (layer.cx0 - sx), 1.0, 0.0),  # past the right edge
+        (layer.cx0 + sx + reach, -1.0, 0.0),  # the left
+        (height + reach - (layer.cy0 - sy), 0.0, 1.0),  # the bottom
+        (layer.cy0 + sy + reach, 0.0, -1.0),  # the top
     ]
     distance, ux, uy = min(options, key=lambda o: o[0])
-    layer.exit = (float(start), float(duration), distance * ux, distance * uy)
-    return True
+    return distance * ux, distance * uy
 
 
 def _sample_background(rng: np.random.Generator, height: int, width: int, speed: float) -> _Background:

@@ -49,7 +49,8 @@ class SyntheticClipConfig:
     lookalike_fraction: float = 0.0
     # the share of real-looking videos whose distractor enters after frame 0 and walks beside an object
     entering_fraction: float = 0.0
-    # the share of real-looking videos whose objects are small (0.2-0.45 of the usual size), among look-alikes
+    # the share of real-looking videos whose objects are small (0.2-0.45 of the usual size), drawn apart from
+    # the other shares (a small scene may also be a look-alike or an entering one)
     small_fraction: float = 0.0
 
 

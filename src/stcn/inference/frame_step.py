@@ -32,6 +32,9 @@ from stcn.model.network import STCN, KeyFeatures, others_sum
 # decoder stage holds ~6 tensors of hidden/2 = 256 channels at 1/4 resolution (6 * 256 * 4 / 16).
 _BYTES_PER_OBJECT_PIXEL = 400
 
+# the modules whose weights autocast casts (and :func:`weights_in` keeps cast)
+_LOWERED = (torch.nn.Conv2d, torch.nn.Linear)
+
 
 class FrameStep:
     """One frame's network work with STCN at a precision and a work-memory budget.
@@ -126,7 +129,7 @@ def weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 
     memo: dict[int, object] = {}
     for module in model.modules():
-        lower = isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
+        lower = isinstance(module, _LOWERED)
         for name, p in module.named_parameters(recurse=False):
             if lower and name in ("weight", "bias"):
                 memo[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
@@ -147,7 +150,7 @@ def lowered_weight_bytes(model: torch.nn.Module | None, precision: str) -> int:
     if dtype is None:
         return 0
     size = torch.empty((), dtype=dtype).element_size()
-    return sum(p.numel() * size for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    return sum(p.numel() * size for m in model.modules() if isinstance(m, _LOWERED)
                for p in m.parameters(recurse=False))
 
 
