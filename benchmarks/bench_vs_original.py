@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""The original STCN itself against this engine: same weights, same frames, one process, runs alternating.
+
+    git clone https://github.com/hkchengrex/STCN /tmp/STCN    # anywhere outside this repository
+    PYTHONPATH=src python benchmarks/bench_vs_original.py --original /tmp/STCN --frames 60 --repeats 2 \
+        --modes exact bf16 auto --checkpoints 20 60
+
+Nothing of the original is copied or changed on disk: it is imported from ``--original`` and adapted to a
+CPU at run time, the same adaptations as tests/data/reference (``.cuda()`` is the identity, tensors the
+original creates on ``'cuda'`` are created on the CPU, no ImageNet download: every weight is overwritten by
+the reference recipe's ``make_weights.py``, seed 0). Both engines get the synthetic 854x480 video of
+bench_inference.py (2 objects, mask on frame 0, padded to 864x480) and the original's defaults (top-k 20,
+memory every 5th frame, float32, no autocast).
+
+The original segments a whole video in one call (its ``InferenceCore.interact``), so the engines alternate
+per video, not per frame: each repeat runs every engine once, in reversed order on odd repeats. Frame
+times are taken between the original's ``encode_key`` calls (one per frame); FPS at a checkpoint c is
+c / (time of frames 0..c-1), the first frame included, for both. Ratios are per repeat (original time /
+ours): on a shared machine read their spread, not one value. Label agreement is against the original's
+argmax labels of the same repeat.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_inference  # noqa: E402  (the same network recipe, frames and machine line)
+
+PRECISION = {"exact": "fp32", "bf16": "bf16", "auto": "auto"}
+
+
+def cpu_flags() -> str:
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "flags unknown"
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    return f"avx512_bf16: {'yes' if 'avx512_bf16' in flags else 'no'}, amx: {'/'.join(amx) if amx else 'no'}"
+
+
+@contextlib.contextmanager
+def _cuda_is_cpu():
+    """While the original builds its state: ``.cuda()`` is the identity and ``device='cuda'`` is the CPU."""
+    import torch
+
+    saved = torch.Tensor.cuda, torch.zeros
+
+    def zeros(*size, device=None, **kw):
+        return saved[1](*size, device="cpu" if device is not None and str(device).startswith("cuda") else device,
+                        **kw)
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.zeros = zeros
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.zeros = saved
+
+
+def load_original(root: Path):
+    """(the original's eval network with the recipe weights, its InferenceCore class)."""
+    import torchvision
+
+    if not (root / "inference_core.py").is_file() or not (root / "model" / "eval_network.py").is_file():
+        raise SystemExit(f"error: {root} is not a checkout of hkchengrex/STCN (no inference_core.py)")
+    sys.path.insert(0, str(root))
+    mod_resnet = importlib.import_module("model.mod_resnet")
+    modules = importlib.import_module("model.modules")
+    # no ImageNet download: every weight is replaced by the recipe's below
+    mod_resnet.load_weights_sequential = lambda *args, **kwargs: None
+    mod_resnet.model_zoo.load_url = lambda *args, **kwargs: {}
+    resnet50 = torchvision.models.resnet50
+    modules.models = types.SimpleNamespace(resnet50=lambda *args, **kwargs: resnet50(weights=None))
+    eval_network = importlib.import_module("model.eval_network")
+    core_class = importlib.import_module("inference_core").InferenceCore
+    recipe = bench_inference.RECIPE
+    spec = importlib.util.spec_from_file_location("make_weights", recipe / "make_weights.py")
+    make_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_weights)
+    net = eval_network.STCN().eval()
+    net.load_state_dict(make_weights.make_state_dict("mo", 0, str(recipe / "state_dict_manifest.json")))
+    return net, core_class
+
+
+def run_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """Per-frame seconds and (T, H, W) labels of the original's DAVIS path on the whole video."""
+    import torch
+
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    images = torch.stack([(torch.from_numpy(f).permute(2, 0, 1).float() / 255 - mean) / std for f in frames])[None]
+    k = int(mask.max())
+    one_hot = torch.stack([torch.from_numpy(mask == i + 1).float() for i in range(k)])[:, None]
+    stamps: list[float] = []
+    with torch.no_grad(), _cuda_is_cpu():
+        core = core_class(net, images, k, top_k=20, mem_every=5)
+        encode_key = core.encode_key
+
+        @functools.wraps(encode_key)
+        def timed(idx):
+            stamps.append(time.perf_counter())
+            return encode_key(idx)
+
+        core.encode_key = timed
+        core.interact(one_hot, 0, len(frames))
+        stamps.append(time.perf_counter())
+    h, w = mask.shape
+    top, left = core.pad[2], core.pad[0]
+    labels = torch.argmax(core.prob[:, :, 0, top:top + h, left:left + w], dim=0).numpy().astype(np.uint8)
+    return [b - a for a, b in zip(stamps, stamps[1:])], labels
+
+
+def run_ours(model, mode: str, frames: list[np.ndarray], mask: np.ndarray) -> tuple[list[float], np.ndarray, str]:
+    from stcn.inference import InferenceCore
+
+    core = InferenceCore(model, size=-1, precision=PRECISION[mode])
+    times, labels = [], []
+    for t, frame in enumerate(frames):
+        start = time.perf_counter()
+        lab = core.labels(core.step(frame, mask if t == 0 else None))
+        times.append(time.perf_counter() - start)
+        labels.append(np.asarray(lab))
+    return times, np.stack(labels), core.precision
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--original", type=Path, required=True, help="a checkout of hkchengrex/STCN")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--modes", nargs="+", default=["exact", "bf16"], choices=sorted(PRECISION))
+    p.add_argument("--checkpoints", type=int, nargs="+", default=None)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    net, core_class = load_original(args.original.resolve())
+    model, weights = bench_inference.build_model("cpu")
+    mask, source = bench_inference.frame_source(480, 854, args.frames)
+    frames = list(source)
+    checkpoints = sorted(set(args.checkpoints or [args.frames]))
+    print(f"# machine: {bench_inference.machine()}; {cpu_flags()}", flush=True)
+    print(f"# 854x480 (padded 864x480), 2 objects, {args.frames} frames, {weights}", flush=True)
+    engines = ["original", *args.modes]
+    times: dict[str, list[list[float]]] = {e: [] for e in engines}
+    agree: dict[str, list[float]] = {m: [] for m in args.modes}
+    chosen: dict[str, str] = {}
+    for r in range(args.repeats):
+        ours: dict[str, np.ndarray] = {}
+        for engine in engines if r % 2 == 0 else engines[::-1]:
+            load = open("/proc/loadavg").read().split()[0]
+            if engine == "original":
+                per, reference = run_original(net, core_class, frames, mask)
+            else:
+                per, ours[engine], chosen[engine] = run_ours(model, engine, frames, mask)
+            times[engine].append(per)
+            fps = ", ".join(f"{c / sum(per[:c]):.3f} FPS at {c}" for c in checkpoints)
+            print(f"  repeat {r + 1} {engine}: {fps} (load average {load} before)", flush=True)
+        for mode in args.modes:
+            agree[mode].append(float((ours[mode] == reference).mean()))
+    print("\n| frames | original FPS | " + " | ".join(f"{m} FPS" for m in args.modes) + " | "
+          + " | ".join(f"{m} / original" for m in args.modes) + " |")
+    print("| ---: " * (2 + 2 * len(args.modes)) + "|")
+    for c in checkpoints:
+        orig = [sum(t[:c]) for t in times["original"]]
+        cells = [", ".join(f"{c / s:.3f}" for s in orig)]
+        ratios = []
+        for mode in args.modes:
+            ours = [sum(t[:c]) for t in times[mode]]
+            cells.append(", ".join(f"{c / s:.3f}" for s in ours))
+            ratios.append(", ".join(f"{o / s:.2f}x" for o, s in zip(orig, ours)))
+        print(f"| {c} | " + " | ".join(cells + ratios) + " |")
+    for mode in args.modes:
+        print(f"{mode} (ran as {chosen[mode]}): labels equal to the original's "
+              + ", ".join(f"{100 * a:.3f} %" for a in agree[mode])
+              + f"; median frame time over the last 10 frames {statistics.median(times[mode][-1][-10:]):.2f} s")
+    print(f"original: median frame time over the last 10 frames {statistics.median(times['original'][-1][-10:]):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
