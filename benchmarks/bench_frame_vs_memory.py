@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     model, weights = bench_inference.build_model("cpu")
     sizes = sorted(set(args.memory_frames))
-    needed = sizes[-1] + 3 + args.repeats
+    needed = sizes[-1] + 2 + args.repeats
     mask, source = bench_inference.frame_source(480, 854, needed)
     frames = list(source)
     print(f"# machine: {bench_inference.machine()}; {cpu_flags()}", flush=True)
@@ -52,26 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     for precision in args.precision:
         for n in sizes:
             core = InferenceCore(model, size=-1, precision=precision, mem_every=1)
-            t = 0
-            while len(core.memory) < n - 1:
+            for t in range(n):  # every frame a memory frame; each value is stored at the next frame
                 core.labels(core.step(frames[t], mask if t == 0 else None))
-                t += 1
-            # a memory frame's value is encoded at the next frame: this one stores the n-th (the last
-            # frame's), then no more memory frames, so every timed frame reads n
-            core.labels(core.step(frames[t]))
-            core.mem_every = 10 ** 9
-            core.labels(core.step(frames[t + 1]))  # flushes anything pending; warms this engine up
+            core.mem_every = 10 ** 9  # no more: every timed frame reads n memory frames
+            core.labels(core.step(frames[n]))  # stores the last pending value; warms this engine up
             if len(core.memory) != n:
                 raise SystemExit(f"error: filled {len(core.memory)} memory frames instead of {n}")
-            engines[precision, n] = (core, t + 2)
+            engines[precision, n] = (core, n + 1)
             print(f"  {precision} ({core.precision}): {len(core.memory)} memory frames", flush=True)
     times: dict[tuple[str, int], list[float]] = {key: [] for key in engines}
-    for r in range(args.repeats):
+    for r in range(args.repeats + 1):  # round 0 untimed: the first frames after a switch of engine are slow
         for key in (list(engines) if r % 2 == 0 else list(engines)[::-1]):
             core, t = engines[key]
             start = time.perf_counter()
             core.labels(core.step(frames[t + r]))
-            times[key].append(time.perf_counter() - start)
+            if r:
+                times[key].append(time.perf_counter() - start)
             assert len(core.memory) == key[1]
     print("\n| precision | " + " | ".join(f"{n} memory frames" for n in sizes) + f" | {sizes[-1]} vs {sizes[0]} |")
     print("| --- " + "| ---: " * (len(sizes) + 1) + "|")
