@@ -27,10 +27,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
     from bench_inference import machine
-    from bench_vs_original import cpu_flags
 
     torch.set_num_threads(args.threads)
-    print(f"# machine: {machine()}; {cpu_flags()}")
+    print(f"# machine: {machine()}")
     layouts = {"fp32 NCHW": (torch.float32, torch.contiguous_format),
                "fp32 channels-last": (torch.float32, torch.channels_last),
                "bf16 channels-last": (torch.bfloat16, torch.channels_last),

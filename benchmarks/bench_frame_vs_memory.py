@@ -25,7 +25,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_inference  # noqa: E402  (the same network, frames and machine line)
-from bench_vs_original import cpu_flags  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     needed = sizes[-1] + 2 + args.repeats
     mask, source = bench_inference.frame_source(480, 854, needed)
     frames = list(source)
-    print(f"# machine: {bench_inference.machine()}; {cpu_flags()}", flush=True)
+    print(f"# machine: {bench_inference.machine()}", flush=True)
     print(f"# 854x480 (padded 864x480), 2 objects, {weights}", flush=True)
     engines = {}
     for precision in args.precision:

@@ -55,6 +55,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def recipe_state_dict() -> dict:
+    """The reference recipe's multi-object weights, seed 0 (tests/data/reference/make_weights.py): the
+    state-dict keys of the original's eval network, which are also ours."""
+    spec = importlib.util.spec_from_file_location("make_weights", RECIPE / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_state_dict("mo", 0, str(RECIPE / "state_dict_manifest.json"))
+
+
 def build_model(device: str, preset: str = "stcn"):
     import torch
 
@@ -62,11 +71,8 @@ def build_model(device: str, preset: str = "stcn"):
 
     config = PRESETS[preset]
     if preset == "stcn" and (RECIPE / "make_weights.py").is_file():
-        spec = importlib.util.spec_from_file_location("make_weights", RECIPE / "make_weights.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         model = STCN(config)
-        model.load_state_dict(module.make_state_dict("mo", 0, str(RECIPE / "state_dict_manifest.json")))
+        model.load_state_dict(recipe_state_dict())
         weights = "reference recipe (make_weights.py, seed 0)"
     else:
         torch.manual_seed(0)
@@ -177,6 +183,11 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from stcn.inference.precision import cpu_flags
+
+    flags = cpu_flags() or frozenset()
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    cpu += f" (avx512_bf16: {'yes' if 'avx512_bf16' in flags else 'no'}, amx: {'/'.join(amx) or 'no'})"
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")

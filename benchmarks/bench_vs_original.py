@@ -41,15 +41,6 @@ import bench_inference  # noqa: E402  (the same network recipe, frames and machi
 PRECISION = {"exact": "fp32", "bf16": "bf16", "auto": "auto"}
 
 
-def cpu_flags() -> str:
-    try:
-        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
-    except (OSError, StopIteration):
-        return "flags unknown"
-    amx = sorted(f for f in flags if f.startswith("amx"))
-    return f"avx512_bf16: {'yes' if 'avx512_bf16' in flags else 'no'}, amx: {'/'.join(amx) if amx else 'no'}"
-
-
 @contextlib.contextmanager
 def _cuda_is_cpu():
     """While the original builds its state: ``.cuda()`` is the identity and ``device='cuda'`` is the CPU."""
@@ -85,12 +76,8 @@ def load_original(root: Path):
     modules.models = types.SimpleNamespace(resnet50=lambda *args, **kwargs: resnet50(weights=None))
     eval_network = importlib.import_module("model.eval_network")
     core_class = importlib.import_module("inference_core").InferenceCore
-    recipe = bench_inference.RECIPE
-    spec = importlib.util.spec_from_file_location("make_weights", recipe / "make_weights.py")
-    make_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_weights)
     net = eval_network.STCN().eval()
-    net.load_state_dict(make_weights.make_state_dict("mo", 0, str(recipe / "state_dict_manifest.json")))
+    net.load_state_dict(bench_inference.recipe_state_dict())
     return net, core_class
 
 
@@ -98,9 +85,9 @@ def run_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray) ->
     """Per-frame seconds and (T, H, W) labels of the original's DAVIS path on the whole video."""
     import torch
 
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    images = torch.stack([(torch.from_numpy(f).permute(2, 0, 1).float() / 255 - mean) / std for f in frames])[None]
+    from stcn.model.input import normalise
+
+    images = normalise(torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames]))[None]
     k = int(mask.max())
     one_hot = torch.stack([torch.from_numpy(mask == i + 1).float() for i in range(k)])[:, None]
     stamps: list[float] = []
@@ -153,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     mask, source = bench_inference.frame_source(480, 854, args.frames)
     frames = list(source)
     checkpoints = sorted(set(args.checkpoints or [args.frames]))
-    print(f"# machine: {bench_inference.machine()}; {cpu_flags()}", flush=True)
+    print(f"# machine: {bench_inference.machine()}", flush=True)
     print(f"# 854x480 (padded 864x480), 2 objects, {args.frames} frames, {weights}", flush=True)
     engines = ["original", *args.modes]
     times: dict[str, list[list[float]]] = {e: [] for e in engines}
@@ -180,9 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         cells = [", ".join(f"{c / s:.3f}" for s in orig)]
         ratios = []
         for mode in args.modes:
-            ours = [sum(t[:c]) for t in times[mode]]
-            cells.append(", ".join(f"{c / s:.3f}" for s in ours))
-            ratios.append(", ".join(f"{o / s:.2f}x" for o, s in zip(orig, ours)))
+            mode_times = [sum(t[:c]) for t in times[mode]]
+            cells.append(", ".join(f"{c / s:.3f}" for s in mode_times))
+            ratios.append(", ".join(f"{o / s:.2f}x" for o, s in zip(orig, mode_times)))
         print(f"| {c} | " + " | ".join(cells + ratios) + " |")
     for mode in args.modes:
         print(f"{mode} (ran as {chosen[mode]}): labels equal to the original's "
