@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stcn.errors import UserError
 from stcn.inference.device import add_device_argument
-from stcn.train.datasets import MIX_FRACTIONS, build_dataset
+from stcn.train.datasets import GENERATED_STAGES, MIX_FRACTIONS, build_dataset
 
 STAGE_CHOICES = ("0", "1", "2", "3", "synthetic", "real-static", "real-video", "finetune")
 
@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="rescale the stage's lr steps, bootstrap warm-up and skip curriculum to this many iterations")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--crop", type=int, help="training crop size in pixels")
+    p.add_argument("--clip-frames", type=int, metavar="T",
+                   help="synthetic / real-video stages: frames per training clip (default 3, the paper's); each "
+                        "frame is segmented from all earlier ones, so longer clips train against drift")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--model", choices=("stcn", "small"), help="network configuration (default: the stage's)")
@@ -81,12 +84,18 @@ def run(args: argparse.Namespace) -> int:
         model, args.finetune_data = prepare_finetune(args)
     config = stage_config(
         args.stage, schedule_length=args.schedule_length, iterations=args.iterations, batch_size=args.batch_size,
-        crop=args.crop, lr=args.lr,
+        crop=args.crop, lr=args.lr, clip_frames=args.clip_frames,
         seed=args.seed, model=model, save_every=args.save_every, log_every=args.log_every,
         amp=False if args.no_amp else None, bf16=True if args.bf16 else None,
         pretrained_backbones=False if args.no_pretrained else None,
         train_bn=False if args.freeze_bn else None,
     )
+    if args.clip_frames is not None and args.clip_frames != 3:
+        if args.stage not in GENERATED_STAGES:
+            raise UserError(f"--clip-frames applies to --stage {' / '.join(GENERATED_STAGES)} only (the paper's "
+                            f"data sets make 3-frame clips)")
+        if not 2 <= args.clip_frames <= 16:
+            raise UserError(f"--clip-frames must lie in 2..16, got {args.clip_frames}")
     mix = {name: value for name in MIX_FRACTIONS
            if (value := getattr(args, name, None)) is not None}
     if mix:

@@ -1,8 +1,9 @@
 """Training clips from the synthetic video generator (``stcn train --stage synthetic``).
 
-Each item is a 3-frame clip with up to two objects, in the layout every training dataset yields:
-``rgb`` (3, 3, H, W) normalised, ``gt`` / ``sec_gt`` (3, 1, H, W) in {0, 1}, ``selector`` (2,)
-(1 where the object exists), ``cls_gt`` (3, H, W) int64 (0 bg, 1 first object, 2 second).
+Each item is a clip of T frames (``clip_frames``, 3 as in the paper) with up to two objects, in the
+layout every training dataset yields: ``rgb`` (T, 3, H, W) normalised, ``gt`` / ``sec_gt`` (T, 1, H, W)
+in {0, 1}, ``selector`` (2,) (1 where the object exists), ``cls_gt`` (T, H, W) int64 (0 bg, 1 first
+object, 2 second).
 An item is a pure function of (seed, index): resuming a run replays exactly the same data.
 """
 from __future__ import annotations
@@ -18,24 +19,41 @@ from stcn.data.synthetic import generate_video
 from stcn.model.input import normalise
 
 
-def sample_frame_indices(rng: np.random.Generator, num_frames: int, max_skip: int) -> list[int]:
-    """Three non-decreasing frame indices as in the paper's training, reversed with p = 0.5.
+def sample_frame_indices(rng: np.random.Generator, num_frames: int, max_skip: int, count: int = 3) -> list[int]:
+    """``count`` non-decreasing frame indices, reversed with p = 0.5.
 
-    With s = min(num_frames, max_skip): the first is uniform in [0, num_frames - s]; each next adds
-    1 + uniform{0..s}, the second clamped to <= num_frames - s, the third to <= num_frames - s // 2,
-    both to <= num_frames - 1.
+    count = 3 is the paper's training: with s = min(num_frames, max_skip), the first is uniform in
+    [0, num_frames - s]; each next adds 1 + uniform{0..s}, the second clamped to <= num_frames - s, the
+    third to <= num_frames - s // 2, both to <= num_frames - 1.
+    Other counts take count - 1 gaps of 1 + uniform{0..s - 1} (the longest shortened until the clip fits
+    the video) from a uniform start; a video of fewer than count frames gives every frame once and the
+    last repeated.
     """
+    if count < 2:
+        raise ValueError(f"a clip needs at least 2 frames, got {count}")
     s = min(num_frames, max_skip)
-    first = int(rng.integers(0, num_frames - s + 1))
-    second = min(first + 1 + int(rng.integers(0, s + 1)), num_frames - s, num_frames - 1)
-    third = min(second + 1 + int(rng.integers(0, s + 1)), num_frames - s // 2, num_frames - 1)
-    idx = [first, max(second, first), max(third, second)]
+    if count == 3:
+        first = int(rng.integers(0, num_frames - s + 1))
+        second = min(first + 1 + int(rng.integers(0, s + 1)), num_frames - s, num_frames - 1)
+        third = min(second + 1 + int(rng.integers(0, s + 1)), num_frames - s // 2, num_frames - 1)
+        idx = [first, max(second, first), max(third, second)]
+    else:
+        gaps = 1 + rng.integers(0, max(s, 1), size=count - 1)
+        if num_frames < count:
+            idx = [min(i, num_frames - 1) for i in range(count)]
+        else:
+            while gaps.sum() > num_frames - 1:  # shorten the longest gap until the clip fits
+                gaps[int(np.argmax(gaps))] -= 1
+            first = int(rng.integers(0, num_frames - int(gaps.sum())))
+            idx = [first, *(first + np.cumsum(gaps)).tolist()]
+        idx = [int(i) for i in idx]
     return idx[::-1] if rng.random() < 0.5 else idx
 
 
 @dataclass
 class SyntheticClipConfig:
     crop: int = 192
+    clip_frames: int = 3  # frames per training clip (the paper's 3; longer clips train against drift)
     video_frames: int = 24
     video_height: int = 224
     video_width: int = 320
@@ -55,7 +73,7 @@ class SyntheticClipConfig:
 
 
 class SyntheticClips(Dataset):
-    """An endless-looking dataset of synthetic 3-frame clips; ``max_skip`` follows the curriculum."""
+    """An endless-looking dataset of synthetic clips; ``max_skip`` follows the curriculum."""
 
     def __init__(self, length: int, *, seed: int = 0, config: SyntheticClipConfig | None = None,
                  max_skip: int | Callable[[int], int] = 5) -> None:
@@ -114,7 +132,7 @@ class SyntheticClips(Dataset):
         rng = np.random.default_rng([self.seed, index])
         video = self.video(int(rng.integers(0, c.pool_size)))
         max_skip = self.max_skip(index) if callable(self.max_skip) else self.max_skip
-        frames_idx = sample_frame_indices(rng, c.video_frames, max_skip)
+        frames_idx = sample_frame_indices(rng, c.video_frames, max_skip, c.clip_frames)
         frames = video.frames[frames_idx]
         labels = video.labels[frames_idx]
         # a random crop of the clip (shared by its frames) and a random flip
@@ -129,7 +147,8 @@ class SyntheticClips(Dataset):
         first = labels == chosen[0] if chosen else np.zeros_like(labels, dtype=bool)
         second = labels == chosen[1] if len(chosen) > 1 else np.zeros_like(labels, dtype=bool)
         rgb = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-        gain = torch.from_numpy(rng.uniform(0.9, 1.1, size=(3, 3, 1, 1))).float()  # per-frame colour jitter
+        # per-frame colour jitter
+        gain = torch.from_numpy(rng.uniform(0.9, 1.1, size=(len(frames_idx), 3, 1, 1))).float()
         rgb = normalise((rgb * gain).clamp(0, 1))
         gt = torch.from_numpy(np.ascontiguousarray(first)).float().unsqueeze(1)
         sec_gt = torch.from_numpy(np.ascontiguousarray(second)).float().unsqueeze(1)

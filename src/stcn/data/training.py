@@ -81,18 +81,15 @@ class TrainingClips(Dataset):
         return source.clip(position, rng, skip)
 
 
-def _skip_for_index(config, world: int, index: int) -> int:
-    return config.max_skip(index // (config.batch_size * world))
-
-
-class _SkipCurriculum:
-    """Picklable index -> max skip (DataLoader workers may be spawned)."""
+class SkipCurriculum:
+    """Sample index -> the largest frame skip at that sample's iteration (``config.max_skip`` of
+    ``index // (batch_size * world)``). A class rather than a closure: DataLoader workers may be spawned."""
 
     def __init__(self, config, world: int) -> None:
         self.config, self.world = config, world
 
     def __call__(self, index: int) -> int:
-        return _skip_for_index(self.config, self.world, index)
+        return self.config.max_skip(index // (self.config.batch_size * self.world))
 
 
 def static_sources(root: str | Path, crop: int = 384) -> list[tuple[object, int]]:
@@ -138,4 +135,4 @@ def build_stage_dataset(config, args, world: int = 1) -> TrainingClips:
         sources = davis_youtube_sources(davis, youtube, crop)
     else:
         raise UserError(f"no dataset for stage {stage!r}")
-    return TrainingClips(sources, seed=config.seed, max_skip=_SkipCurriculum(config, world))
+    return TrainingClips(sources, seed=config.seed, max_skip=SkipCurriculum(config, world))

@@ -1,7 +1,7 @@
-"""The training forward pass on a 3-frame clip (the paper's §3 training scheme).
+"""The training forward pass on a clip (the paper's §3 training scheme: 3 frames; longer clips extend it).
 
 Frame 0 carries the ground truth; frame 1 is segmented from frame 0's memory; frame 1's *predicted*
-mask (not detached) is encoded as a value; frame 2 is segmented from frames 0 and 1. Multi-object
+mask (not detached) is encoded as a value; frame 2 is segmented from frames 0 and 1, and so on. Multi-object
 clips carry up to two objects (``selector`` marks whether the second exists) predicted together with
 soft aggregation. The memory read is the same function inference uses, with a full softmax.
 """
@@ -61,36 +61,40 @@ def forward_clip(
     second_mask: torch.Tensor | None = None,
     selector: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The whole clip pass. frames (B, 3, 3, H, W) normalised; first_mask (B, 3, 1, H, W) the first
-    object's ground truth (only frame 0 is used); multi-object: second_mask likewise and selector (B, 2).
+    """The whole clip pass. frames (B, T, 3, H, W) normalised, T >= 2 (the paper's clips have T = 3);
+    first_mask (B, T, 1, H, W) the first object's ground truth (only frame 0 is used); multi-object:
+    second_mask likewise and selector (B, 2).
 
-    Returns ``logits_1``, ``logits_2`` (aggregated log-odds, (B, O+1, H, W)), ``mask_1``, ``mask_2``
-    (B, 1, H, W) and, multi-object, ``sec_mask_1``, ``sec_mask_2``.
+    Frame i (1 <= i < T) is segmented from the memory of frames 0..i-1: frame 0 with the ground truth,
+    the later ones with their *predicted* masks (not detached), so a long clip's loss sees drift.
+    Returns, for every i, ``logits_i`` (aggregated log-odds, (B, O+1, H, W)), ``mask_i`` (B, 1, H, W)
+    and, multi-object, ``sec_mask_i``.
     """
     b, t = frames.shape[:2]
+    if t < 2:
+        raise ValueError(f"a training clip needs at least 2 frames, got {t}")
     feats = net.encode_key(frames.flatten(0, 1))
     key, f16_thin, f16, f8, f4 = (x.view(b, t, *x.shape[1:]) for x in feats)
     mem_key = key.transpose(1, 2)  # (B, 64, T, h, w)
+    single = second_mask is None
 
-    def value(i: int, mask: torch.Tensor, others: torch.Tensor | None) -> torch.Tensor:
-        return net.encode_value(frames[:, i], f16[:, i], mask, others).unsqueeze(2)  # (B, C, 1, h, w)
+    def values_of(i: int, masks: torch.Tensor) -> torch.Tensor:
+        """Frame i's value(s) from masks (B, O, H, W): (B, C, 1, h, w), or (B, 2, C, 1, h, w) multi-object
+        (each object encoded with the other as its 'other objects' mask)."""
+        if single:
+            return net.encode_value(frames[:, i], f16[:, i], masks[:, 0:1], None).unsqueeze(2)
+        return torch.stack([net.encode_value(frames[:, i], f16[:, i], masks[:, k:k + 1], masks[:, 1 - k:2 - k])
+                            .unsqueeze(2) for k in range(2)], dim=1)
 
+    masks = first_mask[:, 0] if single else torch.cat([first_mask[:, 0], second_mask[:, 0]], dim=1)
+    values = values_of(0, masks)
     out: dict[str, torch.Tensor] = {}
-    if second_mask is None:
-        ref_v = value(0, first_mask[:, 0], None)
-        logits_1, mask_1 = segment(net, key[:, 1], f16_thin[:, 1], f8[:, 1], f4[:, 1], mem_key[:, :, :1], ref_v)
-        values = torch.cat([ref_v, value(1, mask_1, None)], dim=2)
-        logits_2, mask_2 = segment(net, key[:, 2], f16_thin[:, 2], f8[:, 2], f4[:, 2], mem_key[:, :, :2], values)
-        out.update(mask_1=mask_1, mask_2=mask_2)
-    else:
-        ref_v = torch.stack(
-            [value(0, first_mask[:, 0], second_mask[:, 0]), value(0, second_mask[:, 0], first_mask[:, 0])], dim=1
-        )
-        logits_1, prev = segment(net, key[:, 1], f16_thin[:, 1], f8[:, 1], f4[:, 1], mem_key[:, :, :1], ref_v, selector)
-        prev_v = torch.stack([value(1, prev[:, 0:1], prev[:, 1:2]), value(1, prev[:, 1:2], prev[:, 0:1])], dim=1)
-        values = torch.cat([ref_v, prev_v], dim=3)
-        logits_2, this = segment(net, key[:, 2], f16_thin[:, 2], f8[:, 2], f4[:, 2], mem_key[:, :, :2], values,
-                                 selector)
-        out.update(mask_1=prev[:, 0:1], mask_2=this[:, 0:1], sec_mask_1=prev[:, 1:2], sec_mask_2=this[:, 1:2])
-    out.update(logits_1=logits_1, logits_2=logits_2)
+    for i in range(1, t):
+        logits, masks = segment(net, key[:, i], f16_thin[:, i], f8[:, i], f4[:, i], mem_key[:, :, :i], values,
+                                None if single else selector)
+        out[f"logits_{i}"], out[f"mask_{i}"] = logits, masks[:, 0:1]
+        if not single:
+            out[f"sec_mask_{i}"] = masks[:, 1:2]
+        if i + 1 < t:
+            values = torch.cat([values, values_of(i, masks)], dim=-3)  # along memory time T
     return out

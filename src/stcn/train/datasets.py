@@ -2,15 +2,12 @@
 (fine-tuning), or the paper's static / DAVIS / YouTube-VOS / BL30K sets (:mod:`stcn.data.training`)."""
 from __future__ import annotations
 
-import functools
+from stcn.data.training import SkipCurriculum
 
+#: The stages whose clips come from the video generator, the only ones that make clips longer than 3 frames.
+GENERATED_STAGES = ("synthetic", "real-video")
 #: The real-video stage's mix of clip kinds (``stcn train --plain-fraction`` ...), each a share in [0, 1].
 MIX_FRACTIONS = ("plain_fraction", "lookalike_fraction", "entering_fraction", "small_fraction")
-
-
-def skip_for_index(config, world: int, index: int) -> int:
-    """The largest frame skip of sample ``index``: the stage's curriculum at that sample's iteration."""
-    return config.max_skip(index // (config.batch_size * world))
 
 
 def build_dataset(config, args, world: int):
@@ -20,9 +17,9 @@ def build_dataset(config, args, world: int):
     if config.stage == "synthetic":
         from stcn.data.synthetic_clips import SyntheticClipConfig, SyntheticClips
 
-        clip_config = SyntheticClipConfig(crop=config.crop)
+        clip_config = SyntheticClipConfig(crop=config.crop, clip_frames=config.clip_frames)
         return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
-                              max_skip=functools.partial(skip_for_index, config, world))
+                              max_skip=SkipCurriculum(config, world))
     if config.stage == "real-video":
         from stcn.data.real_scenes import RealMaterial
         from stcn.data.synthetic_clips import SyntheticClipConfig, SyntheticClips
@@ -30,9 +27,10 @@ def build_dataset(config, args, world: int):
 
         material = RealMaterial.from_static_root(_require(args, "static_root", config.stage, "real photos and masks"))
         mix = {k: float(v) for k, v in config.datasets.items() if k in MIX_FRACTIONS}
-        clip_config = SyntheticClipConfig(crop=config.crop, material=material, **mix)
+        clip_config = SyntheticClipConfig(crop=config.crop, clip_frames=config.clip_frames, material=material,
+                                          **mix)
         return SyntheticClips(config.iterations * config.batch_size * world, seed=config.seed, config=clip_config,
-                              max_skip=functools.partial(skip_for_index, config, world))
+                              max_skip=SkipCurriculum(config, world))
     if config.stage == "finetune":
         from stcn.train.finetune import finetune_dataset
 

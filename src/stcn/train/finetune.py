@@ -44,20 +44,14 @@ def resolve_model(load_network: str | os.PathLike, requested: str | None) -> str
     return preset
 
 
-def _skip_curriculum(config, world: int):
-    from stcn.data.training import _SkipCurriculum
-
-    return _SkipCurriculum(config, world)
-
-
 def finetune_dataset(config, data, world: int = 1):
     """The training clips of ``data`` (a :class:`stcn.data.finetune_set.FinetuneSet`) at ``config.crop``."""
     from stcn.data.finetune_set import finetune_sources
-    from stcn.data.training import TrainingClips
+    from stcn.data.training import SkipCurriculum, TrainingClips
     from stcn.data.video_training import VideoAugmentConfig
 
     sources = finetune_sources(data.train, VideoAugmentConfig(crop=int(config.crop)))
-    return TrainingClips(sources, seed=config.seed, max_skip=_skip_curriculum(config, world))
+    return TrainingClips(sources, seed=config.seed, max_skip=SkipCurriculum(config, world))
 
 
 # --------------------------------------------------------------------------------------------------

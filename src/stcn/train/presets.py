@@ -18,6 +18,7 @@ class TrainConfig:
     lr_steps: tuple[int, ...] = (250_000,)
     lr_gamma: float = 0.1
     crop: int = 384
+    clip_frames: int = 3  # frames per training clip (the paper's 3); longer only for the generated-video stages
     single_object: bool = False
     bootstrap_start: int = 20_000
     bootstrap_end: int = 70_000

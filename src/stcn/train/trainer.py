@@ -1,6 +1,6 @@
 """The training loop: AMP, frozen or trained BatchNorm, checkpoints, resume, logging, signals.
 
-One iteration = one batch of 3-frame clips through :func:`stcn.train.clip_pass.forward_clip` and
+One iteration = one batch of clips (3 frames, or ``clip_frames``) through :func:`stcn.train.clip_pass.forward_clip` and
 :func:`stcn.train.losses.clip_losses`. Data items are pure functions of (seed, index) and the
 iteration fixes the indices, so a resumed run sees exactly the data an uninterrupted one would.
 """
@@ -197,11 +197,11 @@ class Trainer:
 
     def _images(self) -> dict:
         batch, out = self._last
-        frames = batch["rgb"][0].detach().float().cpu()
-        frames = denormalise(frames).clamp(0, 1)  # (3, 3, H, W)
+        frames = denormalise(batch["rgb"][0].detach().float().cpu()).clamp(0, 1)  # (T, 3, H, W)
         gt = batch["gt"][0].float().cpu().expand(-1, 3, -1, -1)
-        pred = torch.cat([batch["gt"][0, :1].float().cpu(), out["mask_1"][:1].detach().float().cpu(),
-                          out["mask_2"][:1].detach().float().cpu()]).expand(-1, 3, -1, -1)
+        pred = torch.cat([batch["gt"][0, :1].float().cpu()]
+                         + [out[f"mask_{i}"][:1].detach().float().cpu() for i in range(1, len(frames))])
+        pred = pred.expand(-1, 3, -1, -1)
         rows = torch.cat([torch.cat(list(frames), 2), torch.cat(list(gt), 2), torch.cat(list(pred), 2)], 1)
         return {"clip/frames_gt_pred": rows}
 
