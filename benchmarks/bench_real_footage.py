@@ -97,6 +97,14 @@ def teacher_masks(teacher_factory, frames: list[np.ndarray], indices: list[int],
     return out
 
 
+SHOWN_FRAMES = (10, 60, 115)  # the carphone frames whose per-frame values the table shows
+
+
+def at_shown_frames(values: list[float], scored: list[int]) -> str:
+    """``values`` (one per frame of ``scored``) at :data:`SHOWN_FRAMES`, as "a/b/c"."""
+    return "/".join(f"{values[scored.index(t)]:.2f}" for t in SHOWN_FRAMES)
+
+
 def carphone_scores(gt: dict[int, np.ndarray], pred_dir: Path, scored: list[int]) -> str:
     """J&F of the predicted object (label 1) against ``gt`` over ``scored`` frames, as one table cell."""
     js, fs = [], []
@@ -105,9 +113,8 @@ def carphone_scores(gt: dict[int, np.ndarray], pred_dir: Path, scored: list[int]
         j, f = frame_scores(gt[t].astype(np.uint8), pred, 1)
         js.append(j[0])
         fs.append(f[0])
-    at = [js[scored.index(t)] for t in (10, 60, 115)]
     return (f"J&F {100 * (np.mean(js) + np.mean(fs)) / 2:.1f} (J {100 * np.mean(js):.1f}, F {100 * np.mean(fs):.1f}) "
-            f"over frames 10-119, every 5th; J at 10/60/115: {at[0]:.2f}/{at[1]:.2f}/{at[2]:.2f}")
+            f"over frames 10-119, every 5th; J at 10/60/115: {at_shown_frames(js, scored)}")
 
 
 def person_mask(teacher_factory, frame: np.ndarray, box: list[int], path: Path) -> np.ndarray:
@@ -214,7 +221,7 @@ def main() -> int:
                                  mirrored=True)
         agreement = [float(region_similarity(gt[t], mirrored[t])) for t in scored]
         table.append(("(teacher vs its mirrored view)", "carphone", f"IoU {np.mean(agreement):.2f} on average; at "
-                      f"10/60/115: {agreement[0]:.2f}/{agreement[10]:.2f}/{agreement[-1]:.2f}"))
+                      f"10/60/115: {at_shown_frames(agreement, scored)}"))
         results = {}
         for w in args.weights:
             name = Path(w).stem if os.sep in w or w.endswith(".safetensors") else w
