@@ -167,7 +167,7 @@ def test_mix_flags_are_stored_in_the_run_config_and_checked(tmp_path, capsys):
     assert "must lie in [0, 1]" in capsys.readouterr().err
     assert main(["train", "--stage", "synthetic", "--run-dir", str(tmp_path / "r3"), "--iterations", "1",
                  "--plain-fraction", "0.5"]) == 2
-    assert "apply to --stage real-video only" in capsys.readouterr().err
+    assert "--plain-fraction applies to --stage real-video only" in capsys.readouterr().err
 
 
 def test_an_entering_lookalike_comes_in_after_frame_0_and_stays_beside_an_object():
@@ -229,5 +229,57 @@ def test_small_fraction_is_a_mix_flag():
     shape = dict(crop=64, video_frames=6, video_height=64, video_width=96, pool_size=12, material=_material())
     none = SyntheticClips(4, config=SyntheticClipConfig(**shape))
     some = SyntheticClips(4, config=SyntheticClipConfig(**shape, small_fraction=0.5))
+    changed = sum(not np.array_equal(none.video(n).frames, some.video(n).frames) for n in range(12))
+    assert 2 <= changed <= 10  # about half the pool, and the other videos exactly as without the flag
+
+
+def test_occluders_hide_objects_and_leave_the_rest_of_the_scene_as_it_was():
+    """occluders=True is the same scene with static things in front: a label only ever changes to 0,
+    frame 0's objects stay visible, and in most scenes an object passes behind one."""
+    m = _material()
+    kwargs = dict(num_frames=16, height=96, width=128, noise_std=0, num_objects=2, cutout_fraction=1.0)
+    passed_behind = 0
+    for seed in range(6):
+        plain = generate_real_video(seed, m, **kwargs)
+        hidden = generate_real_video(seed, m, occluders=True, **kwargs)
+        assert np.array_equal(hidden.frames, generate_real_video(seed, m, occluders=True, **kwargs).frames)
+        relabelled = hidden.labels != plain.labels
+        assert relabelled.any(), seed
+        assert (hidden.labels[relabelled] == 0).all(), seed  # occluders hide, they never add
+        repainted = (hidden.frames != plain.frames).any(axis=-1)
+        assert (repainted | ~relabelled).all(), seed  # a hidden object pixel shows the occluder
+        for k in (1, 2):
+            assert np.count_nonzero(hidden.labels[0] == k) >= 0.01 * 96 * 128, (seed, k)
+        lost = [(plain.labels[t] == k).sum() - (hidden.labels[t] == k).sum() for t in range(16) for k in (1, 2)]
+        sizes = [(plain.labels[t] == k).sum() for t in range(16) for k in (1, 2)]
+        passed_behind += any(d >= 0.1 * s > 0 for d, s in zip(lost, sizes))
+    assert passed_behind >= 4
+
+
+def test_occluders_stay_where_they_are_in_a_still_scene():
+    """They are fixed to the background: with the camera still (speed 0) they cover the same pixels in
+    every frame."""
+    m = _material()
+    kwargs = dict(num_frames=8, height=96, width=128, noise_std=0, speed=0.0, cutout_fraction=1.0)
+    for seed in range(3):
+        plain = generate_real_video(seed, m, **kwargs)
+        hidden = generate_real_video(seed, m, occluders=True, **kwargs)
+        repainted = (hidden.frames != plain.frames).any(axis=-1)
+        assert repainted[0].any(), seed
+        assert all(np.array_equal(repainted[0], repainted[t]) for t in range(8)), seed
+
+
+def test_occluded_fraction_is_a_mix_flag(tmp_path):
+    import yaml
+
+    root = _static_root(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", "--stage", "real-video", "--static-root", str(root), "--run-dir", str(run),
+                 "--iterations", "1", "--batch-size", "1", "--crop", "64", "--load-network", "demo",
+                 "--occluded-fraction", "0.5"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["datasets"] == {"occluded_fraction": 0.5}
+    shape = dict(crop=64, video_frames=6, video_height=64, video_width=96, pool_size=12, material=_material())
+    none = SyntheticClips(4, config=SyntheticClipConfig(**shape))
+    some = SyntheticClips(4, config=SyntheticClipConfig(**shape, occluded_fraction=0.5))
     changed = sum(not np.array_equal(none.video(n).frames, some.video(n).frames) for n in range(12))
     assert 2 <= changed <= 10  # about half the pool, and the other videos exactly as without the flag

@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--small-fraction", type=float, metavar="F",
                    help="real-video stage: share of the real-looking videos whose objects are small, 0.2-0.45 "
                         "of the usual size, with a distractor (default 0)")
+    p.add_argument("--occluded-fraction", type=float, metavar="F",
+                   help="real-video stage: share of the real-looking videos with static occluders (a pole, a sign, "
+                        "a railing) that an object passes behind (default 0)")
     for name in ("static-root", "davis-root", "youtube-root", "bl30k-root"):
         p.add_argument(f"--{name}", type=Path, help=f"dataset root ({name.split('-')[0]})")
     p.set_defaults(func=run)
@@ -99,12 +102,11 @@ def run(args: argparse.Namespace) -> int:
     mix = {name: value for name in MIX_FRACTIONS
            if (value := getattr(args, name, None)) is not None}
     if mix:
+        flags = " / ".join("--" + name.replace("_", "-") for name in mix)
         if args.stage != "real-video":
-            raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction / --small-fraction "
-                            "apply to --stage real-video only")
+            raise UserError(f"{flags} {'applies' if len(mix) == 1 else 'apply'} to --stage real-video only")
         if any(not 0.0 <= v <= 1.0 for v in mix.values()):
-            raise UserError("--plain-fraction / --lookalike-fraction / --entering-fraction / --small-fraction "
-                            "must lie in [0, 1]")
+            raise UserError(f"{flags} must lie in [0, 1]")
         config = config.override(datasets={**config.datasets, **mix})
     if args.resume:
         from stcn.train.checkpoints import resumed_config

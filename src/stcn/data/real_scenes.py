@@ -17,7 +17,11 @@ images (:class:`RealMaterial`, built from a static set such as ``stcn data teach
   it must stay background however much it looks like its neighbour;
 * with ``small=True`` every object and the distractor are drawn at 0.2-0.45 of their usual size (a few
   hundred pixels, like pedestrians seen from a surveillance camera: a few feature cells at stride 16),
-  and the distractor is always there.
+  and the distractor is always there;
+* with ``occluders=True`` one or two static things stand in front of everything -- a pole, a pole with a
+  sign, or a railing, textured from a photo and fixed to the background (they pan and zoom with it) --
+  placed across an object's path, so that the object walks behind it and comes out again, as a
+  pedestrian passes a lamp post: the occluded pixels are background in the labels.
 
 A seed and the material give the same video on every run (OpenCV's warps are deterministic); the
 result is a :class:`~stcn.data.synthetic.SyntheticVideo`, so every consumer of synthetic video (the
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -146,16 +150,27 @@ class _Camera:
     gain: np.ndarray
     offset: float
 
-    def render(self, t: int, height: int, width: int) -> np.ndarray:
-        """The background at frame ``t``: ``(H, W, 3)`` float32."""
+    def view(self, t: int) -> tuple[float, float, float]:
+        """``(zoom, cx, cy)`` at frame ``t``: frame (x, y) shows photo (cx + (x - W/2) / zoom, ...)."""
         zoom = self.zoom * (1.0 + self.zoom_rate * math.sin(self.zoom_omega * t))
-        cx = self.centre[0] + self.pan[0] * t
-        cy = self.centre[1] + self.pan[1] * t
-        # frame (x, y) -> photo (cx + (x - W/2) / zoom, cy + (y - H/2) / zoom)
+        return zoom, self.centre[0] + self.pan[0] * t, self.centre[1] + self.pan[1] * t
+
+    def render(self, t: int, height: int, width: int, photo: np.ndarray | None = None) -> np.ndarray:
+        """The background at frame ``t`` (or ``photo`` seen through the same camera): ``(H, W, 3)`` float32."""
+        zoom, cx, cy = self.view(t)
         matrix = np.array([[1 / zoom, 0, cx - width / 2 / zoom], [0, 1 / zoom, cy - height / 2 / zoom]])
-        frame = cv2.warpAffine(self.photo, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT_101)
+        frame = cv2.warpAffine(self.photo if photo is None else photo, matrix, (width, height),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
         return frame.astype(np.float32) * self.gain + np.float32(self.offset)
+
+    def to_photo(self, t: int, x: float, y: float, height: int, width: int) -> tuple[float, float]:
+        zoom, cx, cy = self.view(t)
+        return cx + (x - width / 2) / zoom, cy + (y - height / 2) / zoom
+
+    def to_frame(self, t: int, points: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Photo points ``(n, 2)`` -> frame points ``(n, 2)`` at frame ``t``."""
+        zoom, cx, cy = self.view(t)
+        return (points - np.array([cx, cy])) * zoom + np.array([width / 2, height / 2])
 
 
 def _sample_camera(rng: np.random.Generator, photo: np.ndarray, height: int, width: int, num_frames: int,
@@ -246,6 +261,25 @@ def _draw(layer: _Layer, look: _Look, state, height: int, width: int):
 
 
 @dataclass
+class _Occluder:
+    """A static thing in front of the scene: polygons in photo pixels, textured by ``texture`` (a photo
+    seen through the scene's camera, so that it moves with the background)."""
+
+    polygons: list[np.ndarray]  # each (n, 2) float, photo pixels
+    texture: np.ndarray
+    gain: np.ndarray  # (3,)
+
+    def mask(self, camera: _Camera, t: int, height: int, width: int) -> np.ndarray:
+        """``(H, W) bool``: where it hides the scene at frame ``t``."""
+        canvas = np.zeros((height, width), np.uint8)
+        for polygon in self.polygons:
+            # 4 fractional bits: sub-pixel placement, so that slow camera motion moves the edge smoothly
+            points = np.round(camera.to_frame(t, polygon, height, width) * 16).astype(np.int32)
+            cv2.fillPoly(canvas, [points], 1, lineType=cv2.LINE_8, shift=4)
+        return canvas.astype(bool)
+
+
+@dataclass
 class _RealScene:
     height: int
     width: int
@@ -254,6 +288,7 @@ class _RealScene:
     looks: list[_Look]
     camera: _Camera
     exiters: list[int]
+    occluders: list[_Occluder] = field(default_factory=list)
 
 
 def _render(scene: _RealScene, t: int, colour: bool):
@@ -269,7 +304,46 @@ def _render(scene: _RealScene, t: int, colour: bool):
         if colour:
             look = scene.looks[i]
             image[mask] = colours[mask] * look.gain + np.float32(look.offset)
+    for occluder in scene.occluders:
+        hidden = occluder.mask(scene.camera, t, scene.height, scene.width)
+        labels[hidden] = 0
+        if colour:
+            texture = scene.camera.render(t, scene.height, scene.width, photo=occluder.texture)
+            image[hidden] = texture[hidden] * occluder.gain
     return labels, image
+
+
+def _sample_occluder(rng: np.random.Generator, scene: _RealScene, material: RealMaterial) -> _Occluder:
+    """A pole (with a sign on it half of the time) or a railing across a labelled object's path."""
+    h, w = scene.height, scene.width
+    labelled = [layer for layer in scene.layers if layer.label]
+    target = labelled[int(rng.integers(len(labelled)))]
+    t = int(rng.integers(scene.num_frames // 5, max(scene.num_frames // 5 + 1, 4 * scene.num_frames // 5)))
+    fx, fy, _, scale, _ = target.state(t)
+    zoom = scene.camera.view(t)[0]
+    px, py = scene.camera.to_photo(t, fx, fy, h, w)
+    r = target.radius * scale / zoom  # the object's radius in photo pixels
+    far = 4 * max(h, w) / zoom  # beyond the frame whatever the camera does
+    polygons = []
+    if rng.random() < 0.75:  # a vertical pole from above the frame down to about the object's feet
+        half = 0.5 * r * rng.uniform(0.15, 0.6)
+        x = px + r * rng.uniform(-0.3, 0.3)
+        bottom = py + r * rng.uniform(0.2, 1.6)
+        polygons.append(np.array([[x - half, py - far], [x + half, py - far], [x + half, bottom], [x - half, bottom]]))
+        if rng.random() < 0.5:  # a sign on it
+            sw, sh = r * rng.uniform(0.5, 1.4), r * rng.uniform(0.4, 1.0)
+            sy = py + r * rng.uniform(-1.2, 0.3)
+            sx = x + rng.choice([-1.0, 0.0, 1.0]) * 0.5 * sw
+            polygons.append(np.array([[sx - sw / 2, sy - sh / 2], [sx + sw / 2, sy - sh / 2],
+                                      [sx + sw / 2, sy + sh / 2], [sx - sw / 2, sy + sh / 2]]))
+    else:  # a railing: a bar across the frame at the object's height, slightly sloped
+        half = 0.5 * r * rng.uniform(0.15, 0.5)
+        y = py + r * rng.uniform(-0.5, 0.5)
+        slope = rng.uniform(-0.15, 0.15)
+        polygons.append(np.array([[px - far, y - half - slope * far], [px + far, y - half + slope * far],
+                                  [px + far, y + half + slope * far], [px - far, y + half - slope * far]]))
+    texture = material.photos[int(rng.integers(len(material.photos)))]
+    return _Occluder(polygons=polygons, texture=texture, gain=rng.uniform(0.5, 1.1, size=3).astype(np.float32))
 
 
 def _sample_entry(layer: _Layer, beside: _Layer, rng: np.random.Generator, height: int, width: int,
@@ -337,10 +411,12 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
                         width: int = 320, num_objects: int = 2, allow_exit: bool = False, distractor: bool = False,
                         speed: float = 1.0, noise_std: float = 2.0, cutout_fraction: float = 0.7,
                         lookalike: bool = False, entering: bool = False, small: bool = False,
-                        min_visible_fraction: float = 0.01) -> SyntheticVideo:
+                        occluders: bool = False, min_visible_fraction: float = 0.01) -> SyntheticVideo:
     """A clip of ``num_objects`` (1..255) real-looking objects over a real photo, fully determined by
-    ``seed`` and ``material``; ``entering`` and ``small`` imply ``distractor``, ``small`` scales
-    ``min_visible_fraction`` with the objects' area (see the module's docstring). Returns a
+    ``seed`` and ``material``; ``occluders`` adds static occluders to the same scene (the pixels they
+    leave visible are those of the video without them); ``entering`` and ``small`` imply
+    ``distractor``, ``small`` scales ``min_visible_fraction`` with the objects' area (see the module's
+    docstring). Returns a
     SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
     (T, H, W) uint8`` (top-most object id, 0 background and distractor)."""
     if seed < 0 or num_frames < 1 or height < 16 or width < 16 or not 1 <= num_objects <= 255:
@@ -361,6 +437,16 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
             break
     else:
         raise RuntimeError(f"could not place {num_objects} objects visibly in a {height}x{width} frame (seed {seed})")
+    if occluders:
+        # its own stream, after the scene is fixed: the same scene, now with things in front of it
+        occluder_rng = np.random.default_rng([seed, 0x0CC1])
+        for _ in range(20):
+            scene.occluders = [_sample_occluder(occluder_rng, scene, material)
+                               for _ in range(1 + int(occluder_rng.random() < 0.4))]
+            if _valid(scene, min_pixels):
+                break
+        else:
+            scene.occluders = []
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     labels = np.empty((num_frames, height, width), np.uint8)
     for t in range(num_frames):

@@ -70,6 +70,9 @@ class SyntheticClipConfig:
     # the share of real-looking videos whose objects are small (0.2-0.45 of the usual size), drawn apart from
     # the other shares (a small scene may also be a look-alike or an entering one)
     small_fraction: float = 0.0
+    # the share of real-looking videos with static occluders (poles, signs, railings) across an object's path,
+    # drawn apart from the other shares
+    occluded_fraction: float = 0.0
 
 
 class SyntheticClips(Dataset):
@@ -98,6 +101,7 @@ class SyntheticClips(Dataset):
                     allow_exit=bool(rng.random() < 0.3), distractor=bool(rng.random() < 0.3),
                     speed=float(rng.uniform(0.5, 2.0)), lookalike=self._lookalike(number),
                     entering=self._entering(number), small=self._small(number),
+                    occluders=self._occluded(number),
                 )
                 return self._pool[number]
             self._pool[number] = generate_video(
@@ -123,6 +127,9 @@ class SyntheticClips(Dataset):
 
     def _small(self, number: int) -> bool:
         return self._draw(number, 4) < self.config.small_fraction
+
+    def _occluded(self, number: int) -> bool:
+        return self._draw(number, 5) < self.config.occluded_fraction
 
     def __len__(self) -> int:
         return self.length

@@ -7,7 +7,8 @@ from stcn.data.training import SkipCurriculum
 #: The stages whose clips come from the video generator, the only ones that make clips longer than 3 frames.
 GENERATED_STAGES = ("synthetic", "real-video")
 #: The real-video stage's mix of clip kinds (``stcn train --plain-fraction`` ...), each a share in [0, 1].
-MIX_FRACTIONS = ("plain_fraction", "lookalike_fraction", "entering_fraction", "small_fraction")
+MIX_FRACTIONS = ("plain_fraction", "lookalike_fraction", "entering_fraction", "small_fraction",
+                 "occluded_fraction")
 
 
 def build_dataset(config, args, world: int):
