@@ -191,20 +191,23 @@ def test_an_entering_lookalike_comes_in_after_frame_0_and_stays_beside_an_object
     assert entered >= 2
 
 
-def test_entering_fraction_is_a_mix_flag(tmp_path):
+@pytest.mark.parametrize("flag", ["entering", "occluded"])
+def test_scene_kind_fraction_is_a_mix_flag(tmp_path, flag):
+    """--entering-fraction / --occluded-fraction reach the run's config, and change about that share of the
+    pool's videos, leaving the others exactly as without the flag."""
     import yaml
 
     root = _static_root(tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--stage", "real-video", "--static-root", str(root), "--run-dir", str(run),
                  "--iterations", "1", "--batch-size", "1", "--crop", "64", "--load-network", "demo",
-                 "--entering-fraction", "0.5"]) == 0
-    assert yaml.safe_load((run / "config.yaml").read_text())["datasets"] == {"entering_fraction": 0.5}
+                 f"--{flag}-fraction", "0.5"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["datasets"] == {f"{flag}_fraction": 0.5}
     shape = dict(crop=64, video_frames=24, video_height=64, video_width=96, pool_size=12, material=_material())
     none = SyntheticClips(4, config=SyntheticClipConfig(**shape))
-    some = SyntheticClips(4, config=SyntheticClipConfig(**shape, entering_fraction=0.5))
+    some = SyntheticClips(4, config=SyntheticClipConfig(**shape, **{f"{flag}_fraction": 0.5}))
     changed = sum(not np.array_equal(none.video(n).frames, some.video(n).frames) for n in range(12))
-    assert 2 <= changed <= 10  # about half the pool, and the other videos exactly as without the flag
+    assert 2 <= changed <= 10
 
 
 def test_small_objects_are_a_fraction_of_the_usual_size_and_still_visible():
@@ -267,19 +270,3 @@ def test_occluders_stay_where_they_are_in_a_still_scene():
         repainted = (hidden.frames != plain.frames).any(axis=-1)
         assert repainted[0].any(), seed
         assert all(np.array_equal(repainted[0], repainted[t]) for t in range(8)), seed
-
-
-def test_occluded_fraction_is_a_mix_flag(tmp_path):
-    import yaml
-
-    root = _static_root(tmp_path)
-    run = tmp_path / "run"
-    assert main(["train", "--stage", "real-video", "--static-root", str(root), "--run-dir", str(run),
-                 "--iterations", "1", "--batch-size", "1", "--crop", "64", "--load-network", "demo",
-                 "--occluded-fraction", "0.5"]) == 0
-    assert yaml.safe_load((run / "config.yaml").read_text())["datasets"] == {"occluded_fraction": 0.5}
-    shape = dict(crop=64, video_frames=6, video_height=64, video_width=96, pool_size=12, material=_material())
-    none = SyntheticClips(4, config=SyntheticClipConfig(**shape))
-    some = SyntheticClips(4, config=SyntheticClipConfig(**shape, occluded_fraction=0.5))
-    changed = sum(not np.array_equal(none.video(n).frames, some.video(n).frames) for n in range(12))
-    assert 2 <= changed <= 10  # about half the pool, and the other videos exactly as without the flag
