@@ -164,6 +164,7 @@ class _Camera:
         return frame.astype(np.float32) * self.gain + np.float32(self.offset)
 
     def to_photo(self, t: int, x: float, y: float, height: int, width: int) -> tuple[float, float]:
+        """Frame point ``(x, y)`` -> the photo point it shows at frame ``t``."""
         zoom, cx, cy = self.view(t)
         return cx + (x - width / 2) / zoom, cy + (y - height / 2) / zoom
 
@@ -416,9 +417,8 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
     ``seed`` and ``material``; ``occluders`` adds static occluders to the same scene (the pixels they
     leave visible are those of the video without them); ``entering`` and ``small`` imply
     ``distractor``, ``small`` scales ``min_visible_fraction`` with the objects' area (see the module's
-    docstring). Returns a
-    SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels
-    (T, H, W) uint8`` (top-most object id, 0 background and distractor)."""
+    docstring). Returns a SyntheticVideo: ``frames (T, H, W, 3) uint8``, ``labels (T, H, W) uint8``
+    (top-most object id, 0 background and distractor)."""
     if seed < 0 or num_frames < 1 or height < 16 or width < 16 or not 1 <= num_objects <= 255:
         raise ValueError(f"bad arguments: seed {seed}, {num_frames} frames, {height}x{width}, {num_objects} objects")
     geometry_ss, noise_ss = np.random.SeedSequence([seed, 0x4EA1]).spawn(2)
@@ -445,7 +445,7 @@ def generate_real_video(seed: int, material: RealMaterial, *, num_frames: int = 
                                for _ in range(1 + int(occluder_rng.random() < 0.4))]
             if _valid(scene, min_pixels):
                 break
-        else:
+        else:  # every draw hid a first-frame object or a returning exit: the scene stays unoccluded
             scene.occluders = []
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     labels = np.empty((num_frames, height, width), np.uint8)
