@@ -120,7 +120,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, defaults: EngineOption
     d = defaults or EngineOptions()
     g = parser.add_argument_group("engine")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help=f"arithmetic: auto (fp16 on CUDA, else fp32), fp32 (exact), bf16, fp16 (default {d.precision})")
+                   help=f"arithmetic: auto (fp16 on CUDA, bf16 on a CPU with native bfloat16, else fp32), "
+                        f"fp32 (exact), bf16, fp16 (default {d.precision})")
     g.add_argument("--amp", action="store_true", help="mixed precision: fp16 on CUDA, bf16 elsewhere")
     g.add_argument("--top-k", type=int, default=d.top_k, metavar="K",
                    help=f"memory affinities kept (default {d.top_k})")
