@@ -23,8 +23,7 @@ label maps with exact mode's of the same repeat.
 
 Modes: ``dense`` (the original's computation: stcn.inference.dense_reference.DenseReferenceCore),
 ``exact`` (InferenceCore's default), ``bf16`` (exact + bfloat16 autocast on CPU), ``fp16`` (float16
-autocast, CUDA only), ``compile`` (exact + torch.compile), ``bounded`` (exact + max_memory_frames),
-``unfolded`` (exact with the encoders' BatchNorm run as its own layer, not folded into the convolutions).
+autocast, CUDA only), ``compile`` (exact + torch.compile), ``bounded`` (exact + max_memory_frames).
 """
 from __future__ import annotations
 
@@ -88,12 +87,6 @@ def make_engine(mode: str, model, max_memory_frames: int | None, policy: str):
 
     if mode == "dense":
         return DenseReferenceCore(model)
-    if mode == "unfolded":  # exact mode with BatchNorm run as its own layer, as before it was folded
-
-        class Unfolded(InferenceCore):
-            _fold_batchnorm = False
-
-        return Unfolded(model, size=-1)
     options = {"exact": {}, "bf16": {"amp": True}, "fp16": {"amp": True}, "compile": {"compile": True},
                "bounded": {"max_memory_frames": max_memory_frames, "memory_policy": policy}}[mode]
     return InferenceCore(model, size=-1, **options)
@@ -336,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=None)
     parser.add_argument("--size", type=_size, default=None, help="WxH (modes: 854x480, long: 480x270)")
     parser.add_argument("--modes", nargs="+", default=["dense", "exact", "bf16", "compile"],
-                        choices=("dense", "exact", "bf16", "fp16", "compile", "bounded", "unfolded"))
+                        choices=("dense", "exact", "bf16", "fp16", "compile", "bounded"))
     parser.add_argument("--short-modes", nargs="*", default=[], help="modes run on --short-frames frames only")
     parser.add_argument("--short-frames", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)

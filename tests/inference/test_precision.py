@@ -213,8 +213,10 @@ def test_bf16_runs_from_a_bf16_weight_copy_with_autocasts_bits(monkeypatch):
     core = InferenceCore(model, size=-1, precision="bf16")
     convs = [m for m in core.frame_step.net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    bns = [m for m in core.frame_step.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.weight.dtype == torch.float32 for m in bns)  # autocast leaves BatchNorm in float32
     copied = run()
-    monkeypatch.setattr(FS, "weights_in", lambda m, dtype: m)  # plain autocast over the (folded) float32 weights
+    monkeypatch.setattr(FS, "weights_in", lambda m, dtype: m)  # plain autocast over the float32 weights
     plain = run()
     assert all(torch.equal(a, b) for a, b in zip(copied, plain))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

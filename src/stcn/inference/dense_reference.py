@@ -11,7 +11,7 @@ the way the original code does:
   (N, M) matrix (zeros elsewhere), and the read-out ``values (C_v, N) x matrix (N, M)``;
 * the decoder on ``cat(readout, f16_thin)`` with the query's features repeated for every object;
 * the value encoder on ``cat(value features, key f16)`` for every object;
-* contiguous (NCHW) tensors, no chunking, BatchNorm run as its own layer.
+* contiguous (NCHW) tensors, no chunking.
 
 Its cost grows with the memory as ``2 * C_v * N * M`` per object and frame (the dense read-out), and
 its peak memory as ``N * M`` floats per object.
@@ -42,8 +42,6 @@ def dense_topk_weights(sim: torch.Tensor, top_k: int) -> torch.Tensor:
 class DenseReferenceCore(InferenceCore):
     """:class:`InferenceCore` with the original's dense computation (see the module docstring).
     Accepts the same arguments; ``channels_last`` defaults to off, ``max_memory_frames`` works too."""
-
-    _fold_batchnorm = False
 
     def __init__(self, model, **options) -> None:
         options.setdefault("channels_last", False)

@@ -65,10 +65,6 @@ class _PendingMemory:
 class InferenceCore:
     """Frame-by-frame semi-supervised VOS with STCN.
 
-    The network runs from :class:`~stcn.inference.frame_step.FrameStep`'s copy of ``model`` (BatchNorm
-    folded, weights in the precision's dtype): weights changed in ``model`` after construction are
-    not seen.
-
     Args:
         model: an :class:`~stcn.model.network.STCN` (e.g. from :func:`stcn.load_model`).
         top_k: affinities kept per query position (the paper: 20).
@@ -97,8 +93,6 @@ class InferenceCore:
             (:func:`stcn.inference.precision.resolve_precision`; the memory read stays float32). None
             (default): ``amp`` decides (fp32 unless ``amp=True``). The chosen mode is ``self.precision``.
     """
-
-    _fold_batchnorm = True  # the dense reference runs the network as it is, as the original does
 
     def __init__(
         self,
@@ -135,8 +129,7 @@ class InferenceCore:
         if amp and precision == "fp32":
             precision = "fp16" if self.device.type == "cuda" else "bf16"
         # the per-frame network work (shared with the interactive core): precision, batches, compile
-        self.frame_step = FrameStep(model, precision=precision, work_memory_mb=work_memory_mb, compile=compile,
-                                    fold_bn=self._fold_batchnorm)
+        self.frame_step = FrameStep(model, precision=precision, work_memory_mb=work_memory_mb, compile=compile)
         self.precision = self.frame_step.precision
         self.amp = self.precision != "fp32"
         self._config["precision"] = self.precision
