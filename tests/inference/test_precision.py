@@ -216,8 +216,35 @@ def test_bf16_runs_from_a_bf16_weight_copy_with_autocasts_bits(monkeypatch):
     bns = [m for m in core.frame_step.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(m.weight.dtype == torch.float32 for m in bns)  # autocast leaves BatchNorm in float32
     copied = run()
-    monkeypatch.setattr(FS, "weights_in", lambda m, dtype: m)  # plain autocast over the float32 weights
+    monkeypatch.setattr(FS, "lowered_network", lambda m, dtype: m)  # plain autocast over the float32 weights
     plain = run()
     assert all(torch.equal(a, b) for a, b in zip(copied, plain))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.filterwarnings("ignore:precision bf16:RuntimeWarning")  # emulated where not native: expected
+def test_engines_of_one_model_share_its_bf16_copy_until_the_model_changes():
+    """A two-direction run's passes (``spawn``, alive together) hold one bf16 copy, which is the one the
+    memory planner counts; a weight changed in place makes a new one; the cache keeps no model alive."""
+    import gc
+    import weakref
+
+    from stcn.inference import InferenceCore
+    from stcn.model import PRESETS
+    from stcn.model.network import STCN
+
+    model = STCN(PRESETS["small"]).eval()
+    core = InferenceCore(model, size=-1, precision="bf16")
+    old = core.frame_step.net
+    assert old is not model and core.spawn().frame_step.net is old
+    assert InferenceCore(model, size=-1, precision="fp32").frame_step.net is model
+    with torch.no_grad():
+        model.key_encoder.conv1.weight.mul_(2.0)
+    new = InferenceCore(model, size=-1, precision="bf16").frame_step.net
+    assert new is not old
+    assert torch.equal(new.key_encoder.conv1.weight, model.key_encoder.conv1.weight.to(torch.bfloat16))
+    ref = weakref.ref(model)
+    del model, core, old, new
+    gc.collect()
+    assert ref() is None

@@ -17,6 +17,7 @@ interactive rounds) both run for a frame.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -48,7 +49,9 @@ class FrameStep:
         compile: ``torch.compile`` the network's per-frame parts; True: inductor, a string: that backend.
 
     In bf16 / fp16 the network runs from a copy whose convolution and linear weights are already in that
-    dtype (:func:`weights_in`), made here: weights changed in ``model`` afterwards are not seen.
+    dtype (:func:`weights_in`), made by the first FrameStep of ``model`` at that precision and shared by
+    later ones while ``model``'s tensors are unchanged (:func:`lowered_network`): weights changed in
+    ``model`` while a FrameStep runs are not seen by it.
     """
 
     def __init__(self, model: STCN, *, precision: str = "fp32", work_memory_mb: float = DEFAULT_WORK_MEMORY_MB,
@@ -59,10 +62,8 @@ class FrameStep:
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
         self.work_memory = int(work_memory_mb * 2**20)
-        net = model
         dtype = autocast_dtype(self.precision)
-        if dtype is not None:
-            net = weights_in(model, dtype)
+        net = model if dtype is None else lowered_network(model, dtype)
         self.net = _Compiled(net, "inductor" if compile is True else compile) if compile else net
 
     @property
@@ -114,6 +115,26 @@ class FrameStep:
     def probabilities(self, memory: MemoryBank, feats: KeyFeatures, object_ids: Sequence[int]) -> torch.Tensor:
         """(O+1, 1, Hp, Wp): :meth:`object_probs` soft-aggregated, channel 0 the background."""
         return aggregate(self.object_probs(memory, feats, object_ids), dim=0)
+
+
+# model -> {dtype: (stamp of the model's tensors, its weights_in copy)}; weak: the copies go with the model
+_LOWERED_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lowered_network(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``weights_in(model, dtype)``, cached while ``model``'s parameters and buffers are the same tensors
+    at the same versions: the engines of one model (a two-direction run's two passes, which are alive
+    together; validation rounds) share one copy, which is what the memory planner counts."""
+    tensors = (*model.parameters(), *model.buffers())
+    # a tensor made under torch.inference_mode() has no version counter: such a model is copied afresh
+    if any(t.is_inference() for t in tensors):
+        return weights_in(model, dtype)
+    stamp = tuple((t.data_ptr(), t._version) for t in tensors)
+    copies = _LOWERED_COPIES.setdefault(model, {})
+    hit = copies.get(dtype)
+    if hit is None or hit[0] != stamp:
+        hit = copies[dtype] = (stamp, weights_in(model, dtype))
+    return hit[1]
 
 
 def weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
