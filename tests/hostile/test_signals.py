@@ -27,9 +27,16 @@ def _args(clip, work: Path) -> list:
             "--overlay", work / "overlay.mp4", "--quiet"]
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and an ignored signal
+    # stays ignored across exec (Python then installs no KeyboardInterrupt handler): a suite launched
+    # with `cmd &` would hand that to the child. The test is about Ctrl-C, so give the child its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(clip, work: Path) -> subprocess.Popen:
     return subprocess.Popen(cli_command(_args(clip, work)), cwd=work, env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _wait_until_mid_run(work: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
