@@ -248,3 +248,33 @@ def test_engines_of_one_model_share_its_bf16_copy_until_the_model_changes():
     del model, core, old, new
     gc.collect()
     assert ref() is None
+
+
+def test_summaries_say_which_precision_ran(tmp_path, capsys):
+    """`auto` is resolved per device; `stcn segment`'s and `stcn eval`'s summaries name the mode that ran
+    beside the one asked for."""
+    from stcn.cli import main
+    from stcn.data.synthetic import generate_video, write_frames
+    from stcn.eval.runners import RunSummary, format_summary
+    from stcn.inference import EngineOptions
+    from stcn.io.masks import save_label_png
+
+    ran = P.resolve_precision("auto", torch.device("cpu"))
+    assert EngineOptions(precision="auto").describe(ran).startswith(f"precision auto (ran {ran}), top_k 20, ")
+    assert EngineOptions(precision="fp32").describe("fp32").startswith("precision fp32, top_k 20, ")
+
+    video = generate_video(5, num_frames=4, height=48, width=64, num_objects=2)
+    write_frames(tmp_path / "frames", video)
+    save_label_png(tmp_path / "mask.png", video.labels[0])
+    argv = ["segment", str(tmp_path / "frames"), "--mask", str(tmp_path / "mask.png"), "--out",
+            str(tmp_path / "out"), "--weights", "demo", "--size", "-1", "--device", "cpu", "--precision", "auto"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main(argv) == 0
+    engine = [line for line in capsys.readouterr().out.splitlines() if line.startswith("engine: ")]
+    assert engine == [f"engine: {EngineOptions(size=-1).describe(ran)}"]
+
+    summary = RunSummary(out_dir=tmp_path, computed=["a"], frames=4, seconds=2.0,
+                         options=EngineOptions(size=-1), precision=ran)
+    last = format_summary(summary, "DAVIS 2017 val").splitlines()[-1]
+    assert last == f"engine: {EngineOptions(size=-1).describe(ran)}"

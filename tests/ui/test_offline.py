@@ -130,3 +130,28 @@ def test_only_fusion_missing(one_thread, empty_home, clip, tmp_path, s2m_weights
     assert [line.split()[3] for line in notes] == ["s012", "fusion"]
     info = state.info()
     assert info["networks"]["fusion"] is None and info["fused"] is False and info["tools"]["scribble"]
+
+
+def test_precision_reaches_the_propagation_and_fp16_on_a_cpu_is_refused(one_thread, empty_home, clip, tmp_path,
+                                                                      capsys):
+    """`stcn ui --precision` (default auto, as `stcn segment`) is the propagation network's; fp16 on a CPU
+    is a one-line error before any frame is decoded."""
+    import torch
+
+    from stcn.cli import main
+    from stcn.inference.precision import resolve_precision
+    from stcn.ui.launch import build_state
+
+    for asked in ("auto", "fp32"):
+        argv = () if asked == "auto" else ("--precision", asked)
+        args = ui_args(tmp_path, *argv)
+        assert args.precision == asked
+        state = build_state(args, clip.frames, NAMES, 24.0)
+        assert state.session.vos.frame_step.precision == resolve_precision(asked, torch.device("cpu"))
+    capsys.readouterr()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(frames / "00000.png")
+    assert main(["ui", str(frames), "--device", "cpu", "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("stcn: error: precision fp16 needs a CUDA device"), err

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(video.object_ids)} objects (seed {args.seed}) -> {out / 'frames'}")
     print(f"settings:   top-k {core.memory.top_k}, memory every {core.mem_every} frames, "
           f"precision {core.precision}, size {options.size}")
-    print("engine:     " + ", ".join(f"{k} {v}" for k, v in options.to_dict().items()))
+    print("engine:     " + options.describe(core.precision))
     print(f"masks:      {masks_dir}")
     if overlay is not None:
         print(f"overlay:    {overlay}")

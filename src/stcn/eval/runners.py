@@ -64,6 +64,8 @@ class RunSummary:
     complete: bool = False  # every video of the set (all ranks) is written
     evaluation: object | None = None  # stcn.eval.davis_eval.EvaluationResult with evaluate=True
     zip_path: Path | None = None
+    options: EngineOptions | None = None  # the engine's settings, when a video was computed
+    precision: str | None = None  # options.precision resolved on the model's device (auto -> fp32 ...)
 
     @property
     def fps(self) -> float:
@@ -214,6 +216,11 @@ def run_videos(
         from stcn.weights.io import load_model
 
         model = load_model(weights_path, device=resolve_device(device, local_rank=local_rank))
+    if todo:
+        from stcn.inference.precision import resolve_precision
+
+        summary.options = options
+        summary.precision = resolve_precision(options.precision, next(model.parameters()).device)
     where = f" [rank {rank}/{world_size}]" if world_size > 1 else ""
     bar = tqdm(total=len(mine), desc=f"{label}{where}", unit="video", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, initial=len(mine) - len(todo))
@@ -364,8 +371,8 @@ def format_summary(summary, title: str) -> str:
     if summary.world_size > 1:
         title += f" [rank {summary.rank}/{summary.world_size}]"
     widths = [max(len(h), len(c)) for h, c in zip(head, row)]
-    return "\n".join([
-        title,
-        "  ".join(h.rjust(w) for h, w in zip(head, widths)),
-        "  ".join(c.rjust(w) for c, w in zip(row, widths)),
-    ])
+    lines = [title, "  ".join(h.rjust(w) for h, w in zip(head, widths)),
+             "  ".join(c.rjust(w) for c, w in zip(row, widths))]
+    if getattr(summary, "options", None) is not None:
+        lines.append("engine: " + summary.options.describe(summary.precision))
+    return "\n".join(lines)

@@ -98,6 +98,14 @@ class EngineOptions:
         """The options as plain values (for summaries and JSON)."""
         return dataclasses.asdict(self)
 
+    def describe(self, ran: str | None = None) -> str:
+        """The options on one line, for a run's summary; ``ran`` (the precision the engine resolved
+        ``precision`` to) is added when it differs: ``precision auto (ran fp32), top_k 20, ...``."""
+        values = self.to_dict()
+        if ran is not None and ran != self.precision:
+            values["precision"] = f"{self.precision} (ran {ran})"
+        return ", ".join(f"{k} {v}" for k, v in values.items())
+
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> EngineOptions:
         """The options :func:`add_engine_arguments` parsed (``overrides`` win, e.g. a set's defaults)."""
@@ -111,6 +119,13 @@ class EngineOptions:
         return cls(**values)
 
 
+def add_precision_argument(parser, default: str = "auto") -> None:
+    """``--precision {auto,fp32,bf16,fp16}`` on ``parser`` (an argument group is fine)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="arithmetic: auto (fp16 on CUDA, bf16 on a CPU with native bfloat16, else fp32), "
+                             f"fp32 (exact), bf16, fp16 (default {default})")
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser, defaults: EngineOptions | None = None, *,
                          size_help: str | None = None) -> None:
     """Declare the engine's flags on ``parser`` (``defaults`` shown and used; the dataclass's by default).
@@ -119,9 +134,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, defaults: EngineOption
     is filled in by :meth:`EngineOptions.from_args` overrides."""
     d = defaults or EngineOptions()
     g = parser.add_argument_group("engine")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help=f"arithmetic: auto (fp16 on CUDA, bf16 on a CPU with native bfloat16, else fp32), "
-                        f"fp32 (exact), bf16, fp16 (default {d.precision})")
+    add_precision_argument(g, d.precision)
     g.add_argument("--amp", action="store_true", help="mixed precision: fp16 on CUDA, bf16 elsewhere")
     g.add_argument("--top-k", type=int, default=d.top_k, metavar="K",
                    help=f"memory affinities kept (default {d.top_k})")

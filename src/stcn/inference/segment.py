@@ -47,6 +47,7 @@ class SegmentResult:
     max_memory_frames: int | None = None  # None: unbounded (the paper)
     memory_note: str | None = None
     options: EngineOptions | None = None
+    precision: str | None = None  # the mode the engine ran (``options.precision`` resolved: auto -> fp32 ...)
 
     @property
     def fps(self) -> float:
@@ -64,7 +65,7 @@ class SegmentResult:
         if self.memory_note is not None:
             lines.append(self.memory_note)
         if self.options is not None:
-            lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in self.options.to_dict().items()))
+            lines.append("engine: " + self.options.describe(self.precision))
         if self.overlay is not None:
             lines.append(f"overlay: {self.overlay} ({self.overlay_codec})")
         return "\n".join(lines)
@@ -201,6 +202,7 @@ def segment(
     bar = None
     results = None
     seconds, count, object_ids = 0.0, 0, []
+    precision = None
     bound, memory_note = options.memory_bound(info.num_frames)
     reverse_chunk = None
     requested = options  # what the caller asked for (a memory budget then chooses the options run)
@@ -252,6 +254,7 @@ def segment(
                            disable=True if not progress else None, file=sys.stderr, dynamic_ncols=True)
                 since = 0  # frames written since the last checkpoint
                 for r in results:
+                    precision = r.engine.precision
                     probs_out = r.probs.float().cpu().numpy() if save_probs else None
                     seconds += r.seconds
                     label_writer.write(r.name, r.labels, probs_out, list(r.object_ids))
@@ -288,5 +291,5 @@ def segment(
         out=out, num_frames=count, object_ids=object_ids, width=info.width, height=info.height,
         processed_size=processed, device=str(torch_device), seconds=seconds, overlay=overlay_path,
         overlay_codec=codec, probs=save_probs, warnings=warnings, max_memory_frames=bound,
-        memory_note=memory_note, options=options,
+        memory_note=memory_note, options=options, precision=precision,
     )

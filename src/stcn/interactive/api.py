@@ -90,7 +90,8 @@ class InteractiveSession:
         frames: the video, T x H x W x 3 uint8 (array or sequence of arrays).
         num_objects: K (object ids 1..K; 0 = background).
         history: undo steps kept.
-        mem_every, top_k: passed to :class:`InteractivePropagation`.
+        mem_every, top_k, precision: passed to :class:`InteractivePropagation` (precision: the propagation
+            network's, ``"fp32"`` exact by default, as the engines; `stcn ui` asks for ``"auto"``).
 
     Strokes are point lists ``[(x, y), ...]`` in image coordinates at the true size (0 <= x <= W - 1,
     0 <= y <= H - 1); bad input raises :class:`stcn.errors.UserError`.
@@ -107,10 +108,12 @@ class InteractiveSession:
         history: int = 50,
         mem_every: int = 5,
         top_k: int = 20,
+        precision: str = "fp32",
     ) -> None:
         if int(num_objects) < 1:
             raise UserError(f"num_objects must be at least 1, got {num_objects}")
-        self.vos = InteractivePropagation(prop_net, fusion, frames, int(num_objects), mem_every=mem_every, top_k=top_k)
+        self.vos = InteractivePropagation(prop_net, fusion, frames, int(num_objects), mem_every=mem_every, top_k=top_k,
+                                          precision=precision)
         self.s2m = s2m.eval() if s2m is not None else None
         self.history = max(1, int(history))
         self._open: tuple[int, ScribbleInteraction] | None = None
