@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stcn.errors import UserError
 from stcn.inference.device import add_device_argument
-from stcn.inference.options import add_precision_argument
+from stcn.inference.options import add_precision_argument, precision_label
 from stcn.ui.launch import build_state, load_frames, resolve_networks
 
 
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from stcn.inference.precision import resolve_precision
 
     ran = resolve_precision(args.precision, resolve_device(args.device))  # fp16 on a CPU is refused here
-    precision_note = args.precision if ran == args.precision else f"{args.precision} (ran {ran})"
     out = args.out or Path.cwd() / f"{args.input.stem}_ui"
     check_output_folder(out)  # a file, or a folder Save could never write into
     networks = resolve_networks(args)  # a --weights that does not exist fails before any frame is decoded
@@ -86,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
               "page and write into --out", file=sys.stderr)
     app = create_app(state, allowed_hosts=None if local else {"*"})
     sock = bind(args.host, args.port)
-    print(f"stcn ui: {len(frames)} frames {frames.shape[2]}x{frames.shape[1]}, precision {precision_note}; "
-          f"open {url_of(sock)}  (Ctrl+C stops)", flush=True)
+    print(f"stcn ui: {len(frames)} frames {frames.shape[2]}x{frames.shape[1]}, "
+          f"precision {precision_label(args.precision, ran)}; open {url_of(sock)}  (Ctrl+C stops)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     server.run(sockets=[sock])
     return 0

@@ -373,6 +373,6 @@ def format_summary(summary, title: str) -> str:
     widths = [max(len(h), len(c)) for h, c in zip(head, row)]
     lines = [title, "  ".join(h.rjust(w) for h, w in zip(head, widths)),
              "  ".join(c.rjust(w) for c, w in zip(row, widths))]
-    if getattr(summary, "options", None) is not None:
+    if summary.options is not None:
         lines.append("engine: " + summary.options.describe(summary.precision))
     return "\n".join(lines)

@@ -101,9 +101,7 @@ class EngineOptions:
     def describe(self, ran: str | None = None) -> str:
         """The options on one line, for a run's summary; ``ran`` (the precision the engine resolved
         ``precision`` to) is added when it differs: ``precision auto (ran fp32), top_k 20, ...``."""
-        values = self.to_dict()
-        if ran is not None and ran != self.precision:
-            values["precision"] = f"{self.precision} (ran {ran})"
+        values = {**self.to_dict(), "precision": precision_label(self.precision, ran)}
         return ", ".join(f"{k} {v}" for k, v in values.items())
 
     @classmethod
@@ -117,6 +115,11 @@ class EngineOptions:
             values["precision"] = "fp16" if resolve_device(getattr(args, "device", None)).type == "cuda" else "bf16"
         values.update(overrides)
         return cls(**values)
+
+
+def precision_label(asked: str, ran: str | None) -> str:
+    """``asked``, and the mode it resolved to when that differs: ``"auto (ran fp32)"``."""
+    return asked if ran is None or ran == asked else f"{asked} (ran {ran})"
 
 
 def add_precision_argument(parser, default: str = "auto") -> None:

@@ -101,7 +101,7 @@ def build_state(args: argparse.Namespace, frames, names: list[str], fps: float,
                 "fusion": label("fusion", "fusion")}
 
     def make_session(k: int) -> InteractiveSession:
-        return InteractiveSession(prop, s2m, fusion, frames, k, precision=getattr(args, "precision", "fp32"))
+        return InteractiveSession(prop, s2m, fusion, frames, k, precision=args.precision)
 
     out = args.out or Path.cwd() / f"{args.input.stem}_ui"
     return UIState(make_session, frames, names, args.objects, out, fps=fps, title=args.input.name,
