@@ -17,11 +17,13 @@ from PIL import Image
 from stcn.cli import main
 from stcn.data.synthetic import generate_video, write_davis, write_youtube
 from stcn.eval import runners
-from stcn.eval.runners import run_davis, run_generic, run_youtube
+from stcn.eval.runners import davis_options, run_davis, run_generic, run_youtube
 from stcn.inference import EngineOptions, InferenceCore
 from stcn.io.masks import save_label_png
 
 H, W, T = 48, 64, 6
+# the outputs are compared bit for bit with the exact Python API: pin fp32 (auto is bf16 on some CPUs)
+EXACT = davis_options(precision="fp32")
 
 
 def _frames(folder: Path) -> list[np.ndarray]:
@@ -59,7 +61,7 @@ def davis_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def davis_out(davis_root, mo_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("davis_out")
-    summary = run_davis(davis_root, out, model=mo_model, progress=False)
+    summary = run_davis(davis_root, out, model=mo_model, options=EXACT, progress=False)
     return out, summary
 
 
@@ -86,7 +88,8 @@ def test_davis_outputs_equal_the_api(davis_root, davis_out, mo_model):
 def test_davis_2016_writes_binary_greyscale(tmp_path, mo_model):
     video = generate_video(3, num_frames=4, height=H, width=W, num_objects=2)
     write_davis(tmp_path / "d16", {"bin": video}, year="2016")
-    summary = run_davis(tmp_path / "d16", tmp_path / "out", year=2016, model=mo_model, progress=False)
+    summary = run_davis(tmp_path / "d16", tmp_path / "out", year=2016, model=mo_model, options=EXACT,
+                        progress=False)
     assert summary.computed == ["bin"]
     frames = _frames(tmp_path / "d16" / "JPEGImages" / "480p" / "bin")
     union = (video.labels[0] > 0).astype(np.uint8)
@@ -113,19 +116,19 @@ def test_resume_recomputes_only_what_is_missing(davis_root, davis_out, mo_model,
         return real(model, video, folder, options)
 
     monkeypatch.setattr(runners, "write_video", counting)
-    summary = run_davis(davis_root, out, model=mo_model, progress=False)
+    summary = run_davis(davis_root, out, model=mo_model, options=EXACT, progress=False)
     assert computed == ["seq2"] and summary.resumed == ["seq1"] and summary.computed == ["seq2"]
     assert not stale.exists()
     assert _tree(out) == _tree(first)
 
     (out / "seq1" / "00003.png").unlink()  # an incomplete folder is recomputed too
     computed.clear()
-    run_davis(davis_root, out, model=mo_model, progress=False)
+    run_davis(davis_root, out, model=mo_model, options=EXACT, progress=False)
     assert computed == ["seq1"]
     assert _tree(out) == _tree(first)
 
     computed.clear()
-    summary = run_davis(davis_root, out, model=mo_model, progress=False)
+    summary = run_davis(davis_root, out, model=mo_model, options=EXACT, progress=False)
     assert computed == [] and summary.resumed == ["seq1", "seq2"] and summary.frames == 0
 
 
@@ -135,7 +138,7 @@ def test_torchrun_two_processes_split_the_videos(davis_root, davis_out, recipe_w
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "stcn.cli", "eval", "davis", "--root", str(davis_root), "--out", str(out),
-           "--weights", str(recipe_weights("mo")), "--device", "cpu", "--quiet"]
+           "--weights", str(recipe_weights("mo")), "--device", "cpu", "--precision", "fp32", "--quiet"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank 0/2]" in result.stdout and "[rank 1/2]" in result.stdout

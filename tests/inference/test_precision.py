@@ -278,3 +278,23 @@ def test_summaries_say_which_precision_ran(tmp_path, capsys):
                          options=EngineOptions(size=-1), precision=ran)
     last = format_summary(summary, "DAVIS 2017 val").splitlines()[-1]
     assert last == f"engine: {EngineOptions(size=-1).describe(ran)}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["segment", "clip.mp4", "--mask", "m.png", "--out", "o"],
+    ["eval", "davis", "--root", "r", "--out", "o"],
+    ["eval", "youtube", "--root", "r", "--out", "o"],
+    ["eval", "generic", "--root", "r", "--out", "o"],
+    ["eval", "interactive", "--root", "r", "--out", "o"],
+    ["demo"],
+    ["ui", "clip.mp4"],
+])
+def test_every_command_defaults_to_auto(argv):
+    """The issue's contract: ``--precision`` on segment, eval (every set), demo and ui, default auto, as
+    the Python API's EngineOptions; exact fp32 is the one flag away."""
+    from stcn.cli import build_parser
+    from stcn.inference import EngineOptions
+
+    parser = build_parser()
+    assert parser.parse_args(argv).precision == "auto" == EngineOptions().precision
+    assert parser.parse_args([*argv, "--precision", "fp32"]).precision == "fp32"

@@ -43,8 +43,9 @@ def run(dataset, weights, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("out") / "res"
     try:
+        # fp32: the replay below compares with the exact driver (auto is bf16 on some CPUs)
         code = main(["eval", "interactive", "--root", str(dataset), "--out", str(out), "--max-interactions", "3",
-                     *weights])
+                     "--precision", "fp32", *weights])
     finally:
         torch.set_num_threads(threads)
     return code, out
@@ -72,6 +73,7 @@ def test_outputs_are_consistent(run, dataset):
     assert 0 <= summary["auc"] <= 1 and 0 <= summary["metric_at_threshold"]["J_AND_F"] <= 1
     assert summary["max_time"] == N * 30 and summary["curve"]["time"][-1] == N * 30 * k
     assert len(summary["curve"]["J_AND_F"]) == N + 2
+    assert summary["precision"] == "fp32"
     again = summarize_report(rows, max_time=N * 30, max_interactions=N, avg_num_objects=k)
     assert abs(again["auc"] - summary["auc"]) < 1e-12
     for r in rows:
@@ -146,6 +148,13 @@ def test_bad_input_is_one_line(case, message, dataset, weights, tmp_path, capsys
     code, _, err = _cli(capsys, "--root", root, "--out", out, *weights)
     assert code == 2 and err.startswith("stcn: error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_fp16_on_a_cpu_is_one_line(dataset, weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = _cli(capsys, "--root", dataset, "--out", out, "--precision", "fp16", *weights)
+    assert code == 2 and err.startswith("stcn: error: ") and "fp16 needs a CUDA device" in err
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_missing_checkpoint(dataset, weights, tmp_path, capsys):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from stcn.inference.device import add_device_argument
-from stcn.inference.options import EngineOptions, add_engine_arguments
+from stcn.inference.options import EngineOptions, add_engine_arguments, add_precision_argument
 
 DEFAULTS_NOTE = "Defaults are the paper's settings: top-k 20, a memory frame every 5 frames"
 
@@ -21,9 +21,9 @@ def _common(p: argparse.ArgumentParser, *, size: int) -> None:
     p.add_argument("--weights", metavar="PATH",
                    help="checkpoint (.pth or .safetensors) or a registry name; default: the cached s012 weights "
                         "(`stcn weights download s012`)")
-    # benchmark sets default to exact fp32 (the paper's numbers); each torchrun process takes its
-    # LOCAL_RANK GPU
-    add_engine_arguments(p, EngineOptions(size=size, precision="fp32"))
+    # precision auto, as segment/demo/ui; `--precision fp32` is exact (the paper's numbers). Each
+    # torchrun process takes its LOCAL_RANK GPU
+    add_engine_arguments(p, EngineOptions(size=size))
     p.set_defaults(mem_every=None)  # filled in per set (DAVIS test-dev: 3)
     add_device_argument(p)
     p.add_argument("--overwrite", action="store_true", help="recompute videos whose outputs are complete")
@@ -155,6 +155,7 @@ def _register_interactive(sub) -> argparse.ArgumentParser:
     p.add_argument("--time-per-object", type=float, default=30, metavar="S",
                    help="seconds per object and interaction; a sample may take N x S x objects (default: 30)")
     p.add_argument("--sequences", nargs="+", metavar="SEQ", help="only these sequences of the list")
+    add_precision_argument(p)  # the propagation network's; S2M and fusion are small and stay fp32
     add_device_argument(p)
     p.set_defaults(func=run_interactive)
     return p
@@ -166,7 +167,7 @@ def run_interactive(args: argparse.Namespace) -> int:
 
     result = run(args.root, args.out, weights=args.weights, s2m=args.s2m, fusion=args.fusion,
                  max_interactions=args.max_interactions, time_per_object=args.time_per_object,
-                 device=args.device, sequences=args.sequences)
+                 device=args.device, sequences=args.sequences, precision=args.precision)
     print(format_result(result))
     print(f"wrote {Path(args.out) / 'report.csv'}, summary.json, jf_time.png")
     return 0

@@ -193,7 +193,7 @@ def run_videos(
     env_rank, env_world, local_rank = distributed_rank()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
-    options = options or EngineOptions(size=-1, precision="fp32")
+    options = options or EngineOptions(size=-1)
     mine = list(videos)[rank::world_size]
     summary = RunSummary(out_dir=Path(), rank=rank, world_size=world_size, assigned=[v.name for v in mine])
     if model is None:
@@ -245,9 +245,9 @@ def run_videos(
 
 
 def davis_options(split: str = "val", **changes) -> EngineOptions:
-    """The paper's DAVIS settings: native 480p, a memory frame every 5 frames (3 on test-dev), exact fp32."""
-    return EngineOptions(**{"size": -1, "mem_every": 3 if split == "test-dev" else 5, "precision": "fp32",
-                            **changes})
+    """The paper's DAVIS settings: native 480p, a memory frame every 5 frames (3 on test-dev); precision
+    ``auto`` like every command (``precision="fp32"`` is exact)."""
+    return EngineOptions(**{"size": -1, "mem_every": 3 if split == "test-dev" else 5, **changes})
 
 
 def run_davis(
@@ -267,7 +267,7 @@ def run_davis(
     """Segment DAVIS ``<year>/<split>`` into ``out/<seq>/<frame>.png`` (see the module docstring).
 
     ``options`` default to :func:`davis_options` (the paper's settings: native size, a memory frame
-    every 5 frames, 3 on test-dev, exact fp32). ``evaluate=True`` scores
+    every 5 frames, 3 on test-dev; precision auto). ``evaluate=True`` scores
     the results with :func:`stcn.eval.davis_eval.evaluate_davis` once every sequence is written and
     stores its CSVs and results.json in ``out``.
     """
@@ -311,7 +311,7 @@ def run_youtube(
     from there with ``all_frames``. Once every video is written, also writes the zip the evaluation
     server expects, ``out/youtube-vos-<year>-<split>.zip`` holding ``Annotations/<vid>/<frame>.png``.
     """
-    options = options or EngineOptions(size=480, precision="fp32")
+    options = options or EngineOptions(size=480)
     videos = youtube_videos(root, split=split, all_frames=all_frames)
     out = Path(out)
     annotations = out / "Annotations"
@@ -346,7 +346,7 @@ def run_generic(
 ) -> RunSummary:
     """Segment ``root/JPEGImages/<seq>/`` from the masks in ``root/Annotations/<seq>/`` (any frames,
     objects may first appear anywhere) into ``out/<seq>/<frame>.png``, every frame written."""
-    options = options or EngineOptions(size=480, precision="fp32")
+    options = options or EngineOptions(size=480)
     videos = generic_videos(root)
     out = Path(out)
     summary = run_videos(videos, lambda v: out / v.name, model=model, weights=weights, options=options,

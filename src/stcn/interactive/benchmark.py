@@ -15,6 +15,8 @@ from pathlib import Path
 
 from stcn.errors import UserError
 from stcn.inference.device import resolve_device
+from stcn.inference.options import precision_label
+from stcn.inference.precision import resolve_precision
 from stcn.io.files import atomic_write
 
 __all__ = ["format_result", "run_interactive"]
@@ -38,9 +40,11 @@ def _plot(summary: dict, path: Path) -> None:
 
 def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_interactions: int = 8,
                     time_per_object: float = 30, device: str | None = None, sequences=None,
-                    log=print) -> dict:
+                    precision: str = "auto", log=print) -> dict:
     """Run the benchmark; returns the summary dict (also written to ``out``). ``max_time`` per object is
-    ``max_interactions * time_per_object`` (the official 8 x 30 = 240 s)."""
+    ``max_interactions * time_per_object`` (the official 8 x 30 = 240 s). ``precision`` is the propagation
+    network's (:func:`~stcn.inference.precision.resolve_precision`; ``fp32`` is exact); S2M and fusion run
+    in fp32."""
     import torch
 
     from stcn.interactive import load_fusion, load_s2m
@@ -62,6 +66,7 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     paths = (registry.resolve(weights), registry.resolve(s2m, default="s2m", option="--s2m"),
              registry.resolve(fusion, default="fusion", option="--fusion"))
     device = resolve_device(device)
+    ran = resolve_precision(precision, device)  # fp16 on a CPU is refused before any model is loaded
     prop_net = load_model(paths[0], device)
     s2m_net, fusion_net = load_s2m(paths[1], device), load_fusion(paths[2], device)
     session = LocalDavisServer(data, max_time=max_interactions * time_per_object, max_interactions=max_interactions)
@@ -73,7 +78,8 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
                 frames = (name, data.frames(name))
             seq, scribble, new = session.get_scribbles(only_last=True)
             if new:  # fresh state per sample, built inside the timed interaction as in MiVOS
-                processor = DAVISProcessor(prop_net, fusion_net, s2m_net, frames[1], session.num_objects)
+                processor = DAVISProcessor(prop_net, fusion_net, s2m_net, frames[1], session.num_objects,
+                                           precision=ran)
             pred, candidates, _ = processor.interact(scribble)
             session.submit_masks(pred, candidates)
             if session.interaction == session.max_interactions:
@@ -81,7 +87,8 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
     summary = session.summary()
     result = {**summary, "max_time": session.max_time, "max_interactions": session.max_interactions,
               "avg_num_objects": data.avg_num_objects, "samples": len(data.samples),
-              "discarded_submissions": session.discarded, "device": str(device)}
+              "discarded_submissions": session.discarded, "device": str(device),
+              "precision": precision_label(precision, ran)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -94,7 +101,8 @@ def run_interactive(root, out, *, weights=None, s2m=None, fusion=None, max_inter
 
 def format_result(result: dict) -> str:
     curve = result["curve"]["J_AND_F"][1:-1]
-    lines = [f"AUC {result['auc']:.4f}   J&F@60s {result['metric_at_threshold']['J_AND_F']:.4f}",
+    lines = [f"AUC {result['auc']:.4f}   J&F@60s {result['metric_at_threshold']['J_AND_F']:.4f}   "
+             f"(propagation precision {result['precision']})",
              "J&F after each interaction: " + " ".join(f"{i + 1}:{v:.4f}" for i, v in enumerate(curve))]
     if result["discarded_submissions"]:
         lines.append(f"({result['discarded_submissions']} submissions came after their sample's time and were "
