@@ -5,6 +5,14 @@
     PYTHONPATH=src python benchmarks/bench_vs_original.py --original /tmp/STCN --frames 60 --repeats 2 \
         --modes exact bf16 auto --checkpoints 20 60
 
+``--count-flops`` runs each engine once under ``torch.utils.flop_counter.FlopCounterMode`` instead of timing
+it and prints the convolution and matrix-product FLOPs of every frame (elementwise work, top-k and gathers
+are not counted, for either). These counts do not depend on the machine: their ratio is what exact mode's
+speed-up over the original would be if both ran their kernels at the same rate, so measured ratio / FLOP
+ratio is how fast our kernels run against the original's on that host. Within a kind of frame (memory frame
+or not) a frame's FLOPs are an exact affine function of the number of memory frames, so a 60-frame count is
+extrapolated to longer videos (the fit is checked to be exact on the frames counted).
+
 Nothing of the original is copied or changed on disk: it is imported from ``--original`` and adapted to a
 CPU at run time, the same adaptations as tests/data/reference (``.cuda()`` is the identity, tensors the
 original creates on ``'cuda'`` are created on the CPU, no ImageNet download: every weight is overwritten by
@@ -38,7 +46,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_inference  # noqa: E402  (the same network recipe, frames and machine line)
 
-PRECISION = {"exact": "fp32", "bf16": "bf16", "auto": "auto"}
+PRECISION = {"exact": "fp32", "bf16": "bf16", "auto": "auto", "dense": "fp32"}  # dense: the benchmark baseline
 
 
 @contextlib.contextmanager
@@ -109,10 +117,123 @@ def run_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray) ->
     return [b - a for a, b in zip(stamps, stamps[1:])], labels
 
 
-def run_ours(model, mode: str, frames: list[np.ndarray], mask: np.ndarray) -> tuple[list[float], np.ndarray, str]:
-    from stcn.inference import InferenceCore
+class _FrameFlops:
+    """Convolution and matrix-product FLOPs per frame: ``mark()`` at the start of each frame."""
 
-    core = InferenceCore(model, size=-1, precision=PRECISION[mode])
+    def __init__(self):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.mode = FlopCounterMode(display=False)
+        self.marks: list[int] = []
+
+    def mark(self) -> None:
+        self.marks.append(self.mode.get_total_flops())
+
+    def per_frame(self) -> list[int]:
+        self.mark()
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+def count_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray) -> list[int]:
+    """FLOPs of each frame of the original's DAVIS path (frames split at its ``encode_key`` calls)."""
+    import torch
+
+    from stcn.model.input import normalise
+
+    images = normalise(torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames]))[None]
+    k = int(mask.max())
+    one_hot = torch.stack([torch.from_numpy(mask == i + 1).float() for i in range(k)])[:, None]
+    counter = _FrameFlops()
+    with torch.no_grad(), _cuda_is_cpu():
+        core = core_class(net, images, k, top_k=20, mem_every=5)
+        encode_key = core.encode_key
+
+        def counted(idx):
+            counter.mark()
+            return encode_key(idx)
+
+        core.encode_key = counted
+        with counter.mode:
+            core.interact(one_hot, 0, len(frames))
+            return counter.per_frame()
+
+
+def _engine(model, mode: str):
+    """Our exact engine, or (``dense``) stcn.inference.dense_reference.DenseReferenceCore, the calibrated
+    baseline of bench_inference.py: the original's algorithm on our network code."""
+    from stcn.inference import InferenceCore
+    from stcn.inference.dense_reference import DenseReferenceCore
+
+    if mode == "dense":
+        return DenseReferenceCore(model, size=-1)
+    return InferenceCore(model, size=-1, precision=PRECISION[mode])
+
+
+def count_ours(model, frames: list[np.ndarray], mask: np.ndarray, mode: str = "exact") -> list[int]:
+    core = _engine(model, mode)
+    counter = _FrameFlops()
+    with counter.mode:
+        for t, frame in enumerate(frames):
+            counter.mark()
+            core.labels(core.step(frame, mask if t == 0 else None))
+        return counter.per_frame()
+
+
+def memory_frames_before(t: int, mem_every: int = 5) -> int:
+    """Memory frames a frame t >= 1 reads (the annotated frame 0, then every ``mem_every``-th frame)."""
+    return 1 + (t - 1) // mem_every
+
+
+#: Which frame encodes a memory frame's values: the original right after segmenting it (frames 5, 10, ...;
+#: not the video's last), this engine lazily in the next frame's step (6, 11, ...).
+ENCODES_VALUES = {"original": lambda t: t % 5 == 0, "exact": lambda t: t % 5 == 1, "dense": lambda t: t % 5 == 1}
+
+
+def affine_in_memory(flops: list[int], encodes_values, mem_every: int = 5):
+    """Per kind of frame (encodes values or not), FLOPs = a + b * memory frames read, fitted on frames 1..;
+    returns ``predict(t)`` and the largest misfit on the counted frames (0 when exact). The counted video's
+    last frame, which the original does not store, is left out of the fit."""
+    fits = {}
+    for kind in (True, False):
+        points = [(memory_frames_before(t, mem_every), f) for t, f in enumerate(flops[:-1])
+                  if t >= 1 and bool(encodes_values(t)) == kind]
+        (m0, f0), (m1, f1) = points[0], points[-1]
+        b = (f1 - f0) / (m1 - m0) if m1 != m0 else 0.0
+        fits[kind] = (f0 - b * m0, b)
+
+    def predict(t: int) -> float:
+        if t == 0:
+            return flops[0]
+        a, b = fits[bool(encodes_values(t))]
+        return a + b * memory_frames_before(t, mem_every)
+
+    misfit = max(abs(predict(t) - f) for t, f in enumerate(flops[:-1]))
+    return predict, misfit
+
+
+def report_flops(per: dict[str, list[int]], lengths: list[int]) -> None:
+    """One row per video length: mean GFLOP per frame of each engine, the original's over each, and the
+    last frames' GFLOP (a length beyond the counted video is extrapolated by :func:`affine_in_memory`)."""
+    fits = {e: affine_in_memory(f, ENCODES_VALUES[e]) for e, f in per.items()}
+    for engine, (_, misfit) in fits.items():
+        print(f"# {engine}: frame FLOPs affine in the memory size within {misfit:.0f} FLOP "
+              f"(of ~{statistics.mean(per[engine]) / 1e9:.0f} GFLOP a frame)")
+    counted = len(next(iter(per.values())))
+    ours = [e for e in per if e != "original"]
+    print("\n| frames | " + " | ".join(f"{e} GFLOP / frame" for e in per) + " | "
+          + " | ".join(f"original / {e}" for e in ours) + " | last 5 frames' GFLOP: " + ", ".join(per) + " |")
+    print("| ---: " * (1 + len(per) + len(ours)) + "| ---: |")
+    for n in lengths:
+        mean = {e: statistics.mean(fits[e][0](t) for t in range(n)) for e in per}
+        last = {e: statistics.mean(fits[e][0](t) for t in range(max(1, n - 5), n)) for e in per}
+        note = "" if n <= counted else " (extrapolated)"
+        print(f"| {n}{note} | " + " | ".join(f"{mean[e] / 1e9:.1f}" for e in per) + " | "
+              + " | ".join(f"{mean['original'] / mean[e]:.2f}" for e in ours) + " | "
+              + ", ".join(f"{last[e] / 1e9:.0f}" for e in per) + " |")
+
+
+def run_ours(model, mode: str, frames: list[np.ndarray], mask: np.ndarray) -> tuple[list[float], np.ndarray, str]:
+    core = _engine(model, mode)
     times, labels = [], []
     for t, frame in enumerate(frames):
         start = time.perf_counter()
@@ -130,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", nargs="+", default=["exact", "bf16"], choices=sorted(PRECISION))
     p.add_argument("--checkpoints", type=int, nargs="+", default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--count-flops", action="store_true",
+                   help="count each engine's FLOPs per frame (exact mode only, no timing; see above)")
     args = p.parse_args(argv)
 
     import torch
@@ -142,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints = sorted(set(args.checkpoints or [args.frames]))
     print(f"# machine: {bench_inference.machine()}", flush=True)
     print(f"# 854x480 (padded 864x480), 2 objects, {args.frames} frames, {weights}", flush=True)
+    if args.count_flops:
+        counted = [m for m in args.modes if m in ("exact", "dense")] or ["exact"]  # bf16 has exact's FLOPs
+        per = {"original": count_original(net, core_class, frames, mask),
+               **{m: count_ours(model, frames, mask, m) for m in counted}}
+        report_flops(per, sorted(set(checkpoints) | {300}))
+        return
     engines = ["original", *args.modes]
     times: dict[str, list[list[float]]] = {e: [] for e in engines}
     agree: dict[str, list[float]] = {m: [] for m in args.modes}

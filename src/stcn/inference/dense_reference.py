@@ -5,11 +5,14 @@ baseline.
 (which frames are memory, masks on any frame, skipping, ``include_last``) but computes every frame
 the way the original code does:
 
-* one bank per object (the original's YouTube-VOS path): keys and values of the memory frames where
-  the object has a value, concatenated, recomputing the affinity for every object;
+* objects whose values sit in the same memory frames share one bank and one affinity, as in the
+  original's DAVIS path (``MemoryBank.match_memory``: "one affinity for all"); objects that first
+  appear later have their own (its YouTube-VOS path keeps a bank per object);
 * ``(-|mk|^2 + 2 mk^T qk) / sqrt(C)`` as an (N, M) matrix, the top-k softmax written into a dense
-  (N, M) matrix (zeros elsewhere), and the read-out ``values (C_v, N) x matrix (N, M)``;
-* the decoder on ``cat(readout, f16_thin)`` with the query's features repeated for every object;
+  (N, M) matrix (zeros elsewhere), and the read-out ``values (C_v, N) x matrix (N, M)`` per object;
+* one decoder call per bank on ``cat(readout, f16_thin)`` with f16_thin repeated for every object and
+  the skip convolutions of f8 and f4 on the query's batch-1 features, broadcast over the objects (the
+  original's ``segment_with_query`` expands only the 1/16 features);
 * the value encoder on ``cat(value features, key f16)`` for every object;
 * contiguous (NCHW) tensors, no chunking.
 
@@ -48,31 +51,43 @@ class DenseReferenceCore(InferenceCore):
         if options.get("compile"):
             raise ValueError("the dense reference does not compile")
         super().__init__(model, **options)
-        self._banks: dict[int, tuple] = {}
+        self._banks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         with self._autocast():
             return self.model.encode_object_values(image, f16, probs).float()
 
-    def _object_bank(self, oid: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The object's own bank, concatenated once per memory change (as the original does on add)."""
-        entries = [e for e in self.memory.entries if oid in e.values]
-        stamp = tuple(e.order for e in entries)
-        cached = self._banks.get(oid)
-        if cached is None or cached[0] != stamp:
-            keys = torch.cat([e.key for e in entries], dim=2).contiguous()
-            values = torch.cat([e.values[oid] for e in entries], dim=1)[None].contiguous()
-            cached = self._banks[oid] = (stamp, keys, values)
-        return cached[1], cached[2]
+    def _banks_of_objects(self) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """[(object ids, keys (1, C_k, N), values (K, C_v, N))], one per distinct set of memory entries
+        holding values of the objects, concatenated once per memory change (as the original does on add)."""
+        groups: dict[tuple, list[int]] = {}
+        for oid in self.object_ids:
+            stamp = tuple(e.order for e in self.memory.entries if oid in e.values)
+            groups.setdefault(stamp, []).append(oid)
+        banks, kept = [], {}
+        for stamp, oids in groups.items():
+            key = (stamp, tuple(oids))
+            cached = self._banks.get(key)
+            if cached is None:
+                entries = [e for e in self.memory.entries if e.order in set(stamp)]
+                keys = torch.cat([e.key for e in entries], dim=2).contiguous()
+                values = torch.stack([torch.cat([e.values[o] for e in entries], dim=1) for o in oids]).contiguous()
+                cached = (keys, values)
+            kept[key] = cached
+            banks.append((oids, *cached))
+        self._banks = kept  # banks of an older memory are dropped
+        return banks
 
     def _propagate(self, feats: KeyFeatures) -> torch.Tensor:
         query = feats.key.float().flatten(2).contiguous()
         h, w = feats.key.shape[-2:]
-        readouts = []
-        for oid in self.object_ids:
-            keys, values = self._object_bank(oid)
-            readouts.append(dense_read(keys, values, query, self.memory.top_k, self.memory.similarity))
-        readout = torch.cat(readouts).view(len(self.object_ids), -1, h, w)
-        with self._autocast():
-            logits = self.model.decode(readout, feats.f16_thin, feats.f8, feats.f4)
-        return torch.sigmoid(logits.float())
+        probs = {}
+        for oids, keys, values in self._banks_of_objects():
+            weights = dense_topk_weights(get_similarity(keys, query, self.memory.similarity), self.memory.top_k)
+            readout = torch.bmm(values, weights.expand(len(oids), -1, -1)).view(len(oids), -1, h, w)
+            f16_thin = feats.f16_thin.expand(len(oids), -1, -1, -1)
+            with self._autocast():
+                logits = self.model.decoder(readout, f16_thin, feats.f8, feats.f4)
+            for oid, p in zip(oids, torch.sigmoid(logits.float())):
+                probs[oid] = p
+        return torch.stack([probs[oid] for oid in self.object_ids])
