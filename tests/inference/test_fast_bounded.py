@@ -119,6 +119,40 @@ def test_exact_engine_equals_the_dense_reference(mo_model, video, options):
     assert mismatched / (len(ours) * ours[0][0].size) < 1e-4
 
 
+def test_dense_baseline_does_the_originals_work_and_no_more(mo_model, video, monkeypatch):
+    """The benchmark's baseline costs what the original's algorithm costs (its DAVIS path): objects that
+    share the memory share one affinity and one decoder call, whose skip convolutions of f8 / f4 run once on
+    the batch-1 query features; an object that first appears later has its own bank (its YouTube-VOS path).
+    bench_vs_original.py --count-flops shows the FLOPs equal to the original's at 480p."""
+    from stcn.inference import dense_reference
+
+    similarities, skip_batches, decoder_batches = [], [], []
+    real = dense_reference.get_similarity
+    monkeypatch.setattr(dense_reference, "get_similarity", lambda *a, **k: similarities.append(1) or real(*a, **k))
+    decoder = mo_model.decoder
+    hooks = [decoder.up_16_8.skip_conv.register_forward_hook(lambda m, i, o: skip_batches.append(i[0].shape[0])),
+             decoder.up_8_4.skip_conv.register_forward_hook(lambda m, i, o: skip_batches.append(i[0].shape[0])),
+             decoder.register_forward_hook(lambda m, i, o: decoder_batches.append(i[0].shape[0]))]
+    try:
+        masks = _masks(video)
+        late = max(masks)
+        core = DenseReferenceCore(mo_model, size=-1)
+        per_frame = []
+        for t, frame in enumerate(video.frames):
+            similarities.clear(), skip_batches.clear(), decoder_batches.clear()
+            mask, ids = masks.get(t, (None, None))
+            core.step(frame, mask, ids)
+            per_frame.append((len(similarities), sorted(decoder_batches), set(skip_batches)))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert 0 < late < len(video.frames) - 1
+    for t in range(1, late):  # frame 0's two objects: one affinity, one decoder call of batch 2
+        assert per_frame[t] == (1, [2], {1}), (t, per_frame[t])
+    for t in range(late + 1, len(video.frames)):  # the late object has its own memory frames
+        assert per_frame[t] == (2, [1, 2], {1}), (t, per_frame[t])
+
+
 @pytest.mark.float_sensitive
 @pytest.mark.filterwarnings("ignore:precision bf16:RuntimeWarning")  # emulated where not native: expected
 def test_bf16_mode_stays_close_to_exact_mode(small_model):
