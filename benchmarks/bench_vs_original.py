@@ -89,8 +89,9 @@ def load_original(root: Path):
     return net, core_class
 
 
-def run_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray) -> tuple[list[float], np.ndarray]:
-    """Per-frame seconds and (T, H, W) labels of the original's DAVIS path on the whole video."""
+def drive_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray, mark) -> np.ndarray:
+    """The original's DAVIS path on the whole video, calling ``mark()`` as each frame begins (at its
+    ``encode_key`` calls); returns the (T, H, W) labels."""
     import torch
 
     from stcn.model.input import normalise
@@ -98,64 +99,20 @@ def run_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray) ->
     images = normalise(torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames]))[None]
     k = int(mask.max())
     one_hot = torch.stack([torch.from_numpy(mask == i + 1).float() for i in range(k)])[:, None]
-    stamps: list[float] = []
     with torch.no_grad(), _cuda_is_cpu():
         core = core_class(net, images, k, top_k=20, mem_every=5)
         encode_key = core.encode_key
 
         @functools.wraps(encode_key)
-        def timed(idx):
-            stamps.append(time.perf_counter())
+        def marked(idx):
+            mark()
             return encode_key(idx)
 
-        core.encode_key = timed
+        core.encode_key = marked
         core.interact(one_hot, 0, len(frames))
-        stamps.append(time.perf_counter())
     h, w = mask.shape
     top, left = core.pad[2], core.pad[0]
-    labels = torch.argmax(core.prob[:, :, 0, top:top + h, left:left + w], dim=0).numpy().astype(np.uint8)
-    return [b - a for a, b in zip(stamps, stamps[1:])], labels
-
-
-class _FrameFlops:
-    """Convolution and matrix-product FLOPs per frame: ``mark()`` at the start of each frame."""
-
-    def __init__(self):
-        from torch.utils.flop_counter import FlopCounterMode
-
-        self.mode = FlopCounterMode(display=False)
-        self.marks: list[int] = []
-
-    def mark(self) -> None:
-        self.marks.append(self.mode.get_total_flops())
-
-    def per_frame(self) -> list[int]:
-        self.mark()
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
-
-
-def count_original(net, core_class, frames: list[np.ndarray], mask: np.ndarray) -> list[int]:
-    """FLOPs of each frame of the original's DAVIS path (frames split at its ``encode_key`` calls)."""
-    import torch
-
-    from stcn.model.input import normalise
-
-    images = normalise(torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames]))[None]
-    k = int(mask.max())
-    one_hot = torch.stack([torch.from_numpy(mask == i + 1).float() for i in range(k)])[:, None]
-    counter = _FrameFlops()
-    with torch.no_grad(), _cuda_is_cpu():
-        core = core_class(net, images, k, top_k=20, mem_every=5)
-        encode_key = core.encode_key
-
-        def counted(idx):
-            counter.mark()
-            return encode_key(idx)
-
-        core.encode_key = counted
-        with counter.mode:
-            core.interact(one_hot, 0, len(frames))
-            return counter.per_frame()
+    return torch.argmax(core.prob[:, :, 0, top:top + h, left:left + w], dim=0).numpy().astype(np.uint8)
 
 
 def _engine(model, mode: str):
@@ -169,14 +126,33 @@ def _engine(model, mode: str):
     return InferenceCore(model, size=-1, precision=PRECISION[mode])
 
 
-def count_ours(model, frames: list[np.ndarray], mask: np.ndarray, mode: str = "exact") -> list[int]:
-    core = _engine(model, mode)
-    counter = _FrameFlops()
-    with counter.mode:
-        for t, frame in enumerate(frames):
-            counter.mark()
-            core.labels(core.step(frame, mask if t == 0 else None))
-        return counter.per_frame()
+def drive_ours(core, frames: list[np.ndarray], mask: np.ndarray, mark) -> np.ndarray:
+    """``core`` over the video, mask on frame 0, ``mark()`` as each frame begins; the (T, H, W) labels."""
+    labels = []
+    for t, frame in enumerate(frames):
+        mark()
+        labels.append(np.asarray(core.labels(core.step(frame, mask if t == 0 else None))))
+    return np.stack(labels)
+
+
+def per_frame_seconds(drive) -> tuple[list[float], np.ndarray]:
+    """(seconds of each frame, labels) of ``drive(mark)``: the time between consecutive marks."""
+    stamps: list[float] = []
+    labels = drive(lambda: stamps.append(time.perf_counter()))
+    stamps.append(time.perf_counter())
+    return [b - a for a, b in zip(stamps, stamps[1:])], labels
+
+
+def per_frame_flops(drive) -> list[int]:
+    """Convolution and matrix-product FLOPs of each frame of ``drive(mark)`` (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    marks: list[int] = []
+    with counter:
+        drive(lambda: marks.append(counter.get_total_flops()))
+    marks.append(counter.get_total_flops())
+    return [b - a for a, b in zip(marks, marks[1:])]
 
 
 def memory_frames_before(t: int, mem_every: int = 5) -> int:
@@ -232,17 +208,6 @@ def report_flops(per: dict[str, list[int]], lengths: list[int]) -> None:
               + ", ".join(f"{last[e] / 1e9:.0f}" for e in per) + " |")
 
 
-def run_ours(model, mode: str, frames: list[np.ndarray], mask: np.ndarray) -> tuple[list[float], np.ndarray, str]:
-    core = _engine(model, mode)
-    times, labels = [], []
-    for t, frame in enumerate(frames):
-        start = time.perf_counter()
-        lab = core.labels(core.step(frame, mask if t == 0 else None))
-        times.append(time.perf_counter() - start)
-        labels.append(np.asarray(lab))
-    return times, np.stack(labels), core.precision
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--original", type=Path, required=True, help="a checkout of hkchengrex/STCN")
@@ -254,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--count-flops", action="store_true",
                    help="count each engine's FLOPs per frame (exact mode only, no timing; see above)")
     args = p.parse_args(argv)
+    if args.count_flops and args.frames < 20:  # the fit needs two value-encoding frames of each engine
+        p.error("--count-flops needs --frames 20 or more")
 
     import torch
 
@@ -267,8 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# 854x480 (padded 864x480), 2 objects, {args.frames} frames, {weights}", flush=True)
     if args.count_flops:
         counted = [m for m in args.modes if m in ("exact", "dense")] or ["exact"]  # bf16 has exact's FLOPs
-        per = {"original": count_original(net, core_class, frames, mask),
-               **{m: count_ours(model, frames, mask, m) for m in counted}}
+        per = {"original": per_frame_flops(lambda mark: drive_original(net, core_class, frames, mask, mark)),
+               **{m: per_frame_flops(lambda mark, m=m: drive_ours(_engine(model, m), frames, mask, mark))
+                  for m in counted}}
         report_flops(per, sorted(set(checkpoints) | {300}))
         return
     engines = ["original", *args.modes]
@@ -280,9 +248,11 @@ def main(argv: list[str] | None = None) -> None:
         for engine in engines if r % 2 == 0 else engines[::-1]:
             load = open("/proc/loadavg").read().split()[0]
             if engine == "original":
-                per, reference = run_original(net, core_class, frames, mask)
+                per, reference = per_frame_seconds(lambda mark: drive_original(net, core_class, frames, mask, mark))
             else:
-                per, ours[engine], chosen[engine] = run_ours(model, engine, frames, mask)
+                core = _engine(model, engine)
+                per, ours[engine] = per_frame_seconds(lambda mark, core=core: drive_ours(core, frames, mask, mark))
+                chosen[engine] = core.precision
             times[engine].append(per)
             fps = ", ".join(f"{c / sum(per[:c]):.3f} FPS at {c}" for c in checkpoints)
             print(f"  repeat {r + 1} {engine}: {fps} (load average {load} before)", flush=True)

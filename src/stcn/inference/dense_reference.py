@@ -69,7 +69,7 @@ class DenseReferenceCore(InferenceCore):
             key = (stamp, tuple(oids))
             cached = self._banks.get(key)
             if cached is None:
-                entries = [e for e in self.memory.entries if e.order in set(stamp)]
+                entries = [e for e in self.memory.entries if e.order in stamp]  # stamp: their orders
                 keys = torch.cat([e.key for e in entries], dim=2).contiguous()
                 values = torch.stack([torch.cat([e.values[o] for e in entries], dim=1) for o in oids]).contiguous()
                 cached = (keys, values)
