@@ -87,8 +87,9 @@ def make_engine(mode: str, model, max_memory_frames: int | None, policy: str):
 
     if mode == "dense":
         return DenseReferenceCore(model)
-    options = {"exact": {}, "bf16": {"amp": True}, "fp16": {"amp": True}, "compile": {"compile": True},
-               "bounded": {"max_memory_frames": max_memory_frames, "memory_policy": policy}}[mode]
+    exact = {"precision": "fp32"}  # amp=True: bf16 on a CPU, fp16 on CUDA
+    options = {"exact": exact, "bf16": {"amp": True}, "fp16": {"amp": True}, "compile": {**exact, "compile": True},
+               "bounded": {**exact, "max_memory_frames": max_memory_frames, "memory_policy": policy}}[mode]
     return InferenceCore(model, size=-1, **options)
 
 

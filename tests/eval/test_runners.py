@@ -32,7 +32,7 @@ def _frames(folder: Path) -> list[np.ndarray]:
 
 def _api_labels(model, frames, masks: dict[int, np.ndarray], need=None, **options) -> dict[int, np.ndarray]:
     """What the Python API gives: frame -> labels for the frames in ``need`` (default: all)."""
-    core = InferenceCore(model, **{"size": -1, **options})
+    core = InferenceCore(model, **{"size": -1, "precision": "fp32", **options})
     out = {}
     for t, f in enumerate(frames):
         wanted = need is None or t in need

@@ -41,8 +41,8 @@ def ui(mo_model, s2m_model, fusion_model, tmp_path):
     from stcn.ui.state import UIState
 
     clip = generate_video(3, num_frames=T, height=H, width=W, num_objects=K)
-    state = UIState(lambda k: InteractiveSession(mo_model, s2m_model, fusion_model, clip.frames, k), clip.frames,
-                    [f"{t:05d}" for t in range(T)], K, tmp_path / "out")
+    state = UIState(lambda k: InteractiveSession(mo_model, s2m_model, fusion_model, clip.frames, k, precision="fp32"),
+                    clip.frames, [f"{t:05d}" for t in range(T)], K, tmp_path / "out")
     with BackgroundServer(create_app(state)) as url:
         yield url, tmp_path / "out", state
 

@@ -79,7 +79,7 @@ def test_forward_frames_equal_forward_mode_backward_frames_equal_a_reversed_run(
         if r.direction == "forward":  # the forward pass is the forward mode's, bit for bit
             assert torch.equal(r.probs, forward[r.index].probs)
     # the backward pass is the engine stepped over the reversed frames from the last annotation
-    core = InferenceCore(demo, size=-1)
+    core = InferenceCore(demo, size=-1, precision="fp32")
     backward = {}
     with torch.inference_mode():
         for t in range(8, -1, -1):
@@ -124,7 +124,7 @@ def test_cli_mp4_backwards_with_overlay(tmp_path, capsys, demo):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     decoded = [f for _, f in iter_frames(clip)]
-    core = InferenceCore(demo, size=-1)
+    core = InferenceCore(demo, size=-1, precision="fp32")
     expected = {}
     with torch.inference_mode():
         for t in range(6, -1, -1):

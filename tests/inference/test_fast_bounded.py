@@ -99,7 +99,7 @@ def test_split_decoder_and_value_fuser_equal_the_original(mo_model):
 def test_exact_engine_equals_the_dense_reference(mo_model, video, options):
     masks = _masks(video)
     assert len(masks) == 2  # two annotated frames: one late object
-    fast = InferenceCore(mo_model, size=-1, **options)
+    fast = InferenceCore(mo_model, size=-1, precision="fp32", **options)
     ref = DenseReferenceCore(mo_model, size=-1, **options)
     ours, theirs = _run(fast, video, masks), _run(ref, video, masks)
     assert fast.object_ids == ref.object_ids and len(fast.object_ids) == 3
@@ -159,7 +159,7 @@ def test_bf16_mode_stays_close_to_exact_mode(small_model):
     """The optional fast mode (bfloat16 autocast on CPU; slow on CPUs without native bf16)."""
     clip = generate_video(5, num_frames=6, height=48, width=64, num_objects=2)
     masks = {0: (clip.labels[0], [1, 2])}
-    exact = _run(InferenceCore(small_model, size=-1), clip, masks)
+    exact = _run(InferenceCore(small_model, size=-1, precision="fp32"), clip, masks)
     fast = _run(InferenceCore(small_model, size=-1, amp=True), clip, masks)
     agree = np.mean([np.mean(a.argmax(0) == b.argmax(0)) for a, b in zip(exact, fast)])
     assert agree > 0.95, agree
@@ -171,12 +171,12 @@ def test_compile_mode_equals_exact_mode(small_model):
     benchmarks/bench_inference.py times, too slow to build in the suite on 2 cores)."""
     clip = generate_video(5, num_frames=6, height=48, width=64, num_objects=2)
     masks = {0: (clip.labels[0], [1, 2])}
-    exact = _run(InferenceCore(small_model, size=-1), clip, masks)
+    exact = _run(InferenceCore(small_model, size=-1, precision="fp32"), clip, masks)
     torch._dynamo.reset()
     from torch._dynamo.utils import counters
 
     counters.clear()
-    compiled = _run(InferenceCore(small_model, size=-1, compile="aot_eager"), clip, masks)
+    compiled = _run(InferenceCore(small_model, size=-1, precision="fp32", compile="aot_eager"), clip, masks)
     assert counters["stats"]["unique_graphs"] >= 4  # the four per-frame parts went through dynamo
     for a, b in zip(exact, compiled):
         np.testing.assert_allclose(b, a, atol=1e-5)
@@ -247,9 +247,9 @@ def test_chunk_sizes_follow_the_budget():
 
 def test_engine_work_memory_bounds_the_read_and_object_batches(mo_model, video):
     masks = _masks(video)
-    ref = _run(InferenceCore(mo_model, size=-1), video, masks)
+    ref = _run(InferenceCore(mo_model, size=-1, precision="fp32"), video, masks)
     # a budget so small that every read runs a few query positions at a time and objects one by one
-    core = InferenceCore(mo_model, size=-1, work_memory_mb=0.05)
+    core = InferenceCore(mo_model, size=-1, precision="fp32", work_memory_mb=0.05)
     assert core._object_batch(96 * 160) == 1
     small = _run(core, video, masks)
     assert core.memory._workspace.numel() * 4 <= core.memory.read_budget
@@ -265,8 +265,8 @@ def test_engine_work_memory_bounds_the_read_and_object_batches(mo_model, video):
 @pytest.mark.parametrize("policy", ["least_used", "oldest"])
 def test_bounded_memory_never_exceeds_its_bound(small_model, policy, include_last):
     clip = generate_video(5, num_frames=10, height=48, width=64, num_objects=2)
-    core = InferenceCore(small_model, size=-1, mem_every=2 if include_last else 1, max_memory_frames=4,
-                         memory_policy=policy, include_last=include_last)
+    core = InferenceCore(small_model, size=-1, precision="fp32", mem_every=2 if include_last else 1,
+                         max_memory_frames=4, memory_policy=policy, include_last=include_last)
     sizes = []
     for t in range(36):  # ping-pong over the clip: a "long" video
         i = t % 18
@@ -310,8 +310,8 @@ def test_least_used_evicts_the_frame_read_least():
 
 def test_bounded_equals_unbounded_until_the_first_eviction(small_model, video):
     masks = _masks(video)
-    ref = _run(InferenceCore(small_model, size=-1), video, masks)
-    bounded = InferenceCore(small_model, size=-1, max_memory_frames=20)
+    ref = _run(InferenceCore(small_model, size=-1, precision="fp32"), video, masks)
+    bounded = InferenceCore(small_model, size=-1, precision="fp32", max_memory_frames=20)
     ours = _run(bounded, video, masks)
     assert not bounded.memory.evicted
     assert all(np.array_equal(a, b) for a, b in zip(ours, ref))

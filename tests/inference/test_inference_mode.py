@@ -19,7 +19,7 @@ def _clip(t: int = 4, h: int = 48, w: int = 64):
 
 
 def _run(model, frames, mask):
-    core = InferenceCore(model, size=-1)
+    core = InferenceCore(model, size=-1, precision="fp32")
     return [core.step(f, mask if t == 0 else None) for t, f in enumerate(frames)]
 
 

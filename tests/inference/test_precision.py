@@ -146,14 +146,15 @@ def test_inference_core_takes_a_precision(fake):
     from stcn.model import PRESETS, STCN
 
     model = STCN(PRESETS["small"]).eval()
-    assert InferenceCore(model).precision == "fp32"  # exact unless asked
-    assert InferenceCore(model, amp=True).precision == "bf16"
     fake(flags=AVX2, mkldnn=False)
-    core = InferenceCore(model, precision="auto")
+    core = InferenceCore(model)  # auto by default, as every command
     assert core.precision == "fp32" and not core.amp
+    assert InferenceCore(model, amp=True).precision == "bf16"  # amp: mixed precision whatever auto says
     fake(flags=AVX512 | {"avx512_bf16"}, mkldnn=True)
-    core = InferenceCore(model, precision="auto")
+    core = InferenceCore(model)
     assert core.precision == "bf16" and core.amp
+    assert InferenceCore(model, precision="fp32").precision == "fp32"  # exact: one keyword away
+    assert InferenceCore(model, precision="fp32", amp=True).precision == "bf16"  # the original's amp=True
     with pytest.raises(UserError):
         InferenceCore(model, precision="fp16")
 
@@ -298,3 +299,17 @@ def test_every_command_defaults_to_auto(argv):
     parser = build_parser()
     assert parser.parse_args(argv).precision == "auto" == EngineOptions().precision
     assert parser.parse_args([*argv, "--precision", "fp32"]).precision == "fp32"
+
+
+def test_the_python_api_defaults_to_auto_as_the_commands():
+    """The engines behind the commands take the commands' default too (stcn segment: InferenceCore via
+    EngineOptions; stcn ui: InteractiveSession; stcn eval interactive: DAVISProcessor)."""
+    import inspect
+
+    from stcn.inference import InferenceCore
+    from stcn.interactive import InteractivePropagation
+    from stcn.interactive.api import InteractiveSession
+    from stcn.interactive.davis_driver import DAVISProcessor
+
+    for engine in (InferenceCore, InteractivePropagation, InteractiveSession, DAVISProcessor):
+        assert inspect.signature(engine).parameters["precision"].default == "auto", engine.__name__

@@ -32,7 +32,7 @@ EXPECTED_MEMORY = {"default": [0, 5, 10], "include_last": [0, 5, 10], "mem3_top1
 def test_davis_path(variant, recipe_weights):
     weights, options, single = VARIANTS[variant]
     ref = load_npz(DAVIS / f"{variant}.npz")
-    core = InferenceCore(stcn.load_model(recipe_weights(weights)), size=-1, **options)
+    core = InferenceCore(stcn.load_model(recipe_weights(weights)), size=-1, precision="fp32", **options)
     mask = (FIRST_MASK > 0).astype(np.uint8) if single else FIRST_MASK
     probs, labels = [], []
     for t, frame in enumerate(FRAMES):

@@ -50,7 +50,7 @@ def _setup(name: str) -> tuple[dict[int, np.ndarray], set[int]]:
 def _run(model, annotations: dict[int, np.ndarray], need: set[int], size: int = 480, frames: int = T) -> dict:
     """Run the engine on the first ``frames`` frames; probabilities of every computed frame in the
     original's channel order."""
-    core = InferenceCore(model, size=size)
+    core = InferenceCore(model, size=size, precision="fp32")
     probs, labels, returned_none = {}, {}, []
     for t, frame in enumerate(FRAMES[:frames]):
         p = core.step(frame, annotations.get(t), need_output=t in need)

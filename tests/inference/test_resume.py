@@ -34,7 +34,8 @@ def demo():
 def test_engine_state_round_trip_is_exact(demo, tmp_path):
     video = generate_video(101, num_frames=12, height=64, width=96, num_objects=2, late_objects=1)
     masks = {0: video.labels[0], video.first_frame[2]: video.labels[video.first_frame[2]]}
-    settings = dict(size=-1, mem_every=1, include_last=True, max_memory_frames=3, memory_policy="least_used")
+    settings = dict(size=-1, precision="fp32", mem_every=1, include_last=True, max_memory_frames=3,
+                    memory_policy="least_used")
     reference = InferenceCore(demo, **settings)
     split = InferenceCore(demo, **settings)
     with torch.inference_mode():

@@ -41,7 +41,7 @@ def _png(path: Path) -> tuple[np.ndarray, list[int] | None]:
 
 def _api(model, frames, masks: dict[int, np.ndarray], **kwargs):
     """Labels and probabilities from InferenceCore on the same frames (the reference for the CLI)."""
-    core = InferenceCore(model, size=-1, **kwargs)
+    core = InferenceCore(model, **{"size": -1, "precision": "fp32", **kwargs})
     out = []
     for t, frame in enumerate(frames):
         probs = core.step(frame, masks.get(t))

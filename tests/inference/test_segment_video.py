@@ -29,7 +29,7 @@ def video():
 
 
 def _by_hand(model, video, masks):
-    core = InferenceCore(model, size=-1, max_memory_frames=2, memory_policy="oldest", mem_every=1)
+    core = InferenceCore(model, size=-1, precision="fp32", max_memory_frames=2, memory_policy="oldest", mem_every=1)
     probs, labels = [], []
     with torch.inference_mode():
         for t, frame in enumerate(video.frames):

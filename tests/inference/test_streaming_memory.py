@@ -30,7 +30,7 @@ def test_engine_state_and_rss_do_not_grow_with_frames_written():
     torch.manual_seed(0)
     model = STCN(PRESETS["small"]).eval()
     video = generate_video(3, num_frames=8, height=64, width=96, num_objects=2)
-    core = InferenceCore(model, size=-1, mem_every=10_000)  # only the annotated frame is memory
+    core = InferenceCore(model, size=-1, precision="fp32", mem_every=10_000)  # only the annotated frame is memory
     rss = {}
     held = {}
     for t in range(70):
@@ -51,7 +51,7 @@ def test_memory_grows_only_with_memory_frames():
     torch.manual_seed(0)
     model = STCN(PRESETS["small"]).eval()
     video = generate_video(4, num_frames=12, height=64, width=96, num_objects=2)
-    core = InferenceCore(model, size=-1, mem_every=5)
+    core = InferenceCore(model, size=-1, precision="fp32", mem_every=5)
     sizes = []
     for t, frame in enumerate(video.frames):
         core.step(frame, video.labels[0] if t == 0 else None)

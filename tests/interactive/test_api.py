@@ -30,7 +30,7 @@ def frames() -> np.ndarray:
 
 @pytest.fixture
 def session(mo_model, s2m_model, fusion_model, frames) -> InteractiveSession:
-    return InteractiveSession(mo_model, s2m_model, fusion_model, frames, K)
+    return InteractiveSession(mo_model, s2m_model, fusion_model, frames, K, precision="fp32")
 
 
 def _state(s: InteractiveSession) -> dict:
@@ -99,7 +99,7 @@ def test_propagate_equals_interactive_vos(session, mo_model, fusion_model, frame
     mask4 = session._pending[4]
     second = session.propagate(4)
 
-    vos = InteractivePropagation(mo_model, fusion_model, frames, K)
+    vos = InteractivePropagation(mo_model, fusion_model, frames, K, precision="fp32")
     assert np.array_equal(vos.interact(mask0, 0), first)
     assert torch.equal(prev4, vos.masks[4])  # the correction started from the same label map
     assert np.array_equal(vos.interact(mask4, 4), second)
@@ -187,8 +187,8 @@ def test_without_s2m_and_fusion_brush_works_and_strokes_name_the_command(mo_mode
                                                                           frames):
     """s2m=None (stcn ui with nothing downloaded): scribble and click are refused before any state
     changes; the brush gives the same label maps as with S2M loaded (it never uses S2M)."""
-    bare = InteractiveSession(mo_model, None, None, frames, K)
-    full = InteractiveSession(mo_model, s2m_model, fusion_model, frames, K)
+    bare = InteractiveSession(mo_model, None, None, frames, K, precision="fp32")
+    full = InteractiveSession(mo_model, s2m_model, fusion_model, frames, K, precision="fp32")
     assert (bare.has_s2m, bare.fused, full.has_s2m, full.fused) == (False, False, True, True)
     before = _state(bare)
     for call in (lambda: bare.scribble(0, OBJ1, 1), lambda: bare.click(0, (20, 20), 1)):

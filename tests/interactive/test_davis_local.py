@@ -144,7 +144,7 @@ def replay(mo_model, fusion_model, s2m_model):
         ref = load_npz("session_replay.npz")
         scribbles = _scribbles()
         inputs = [scribbles["initial"], *scribbles["robot_output"][:N - 1]]
-        proc = DAVISProcessor(mo_model, fusion_model, s2m_model, _video(), K)
+        proc = DAVISProcessor(mo_model, fusion_model, s2m_model, _video(), K, precision="fp32")
         out = []
         for i, scribble in enumerate(inputs, start=1):
             t = next(f for f, p in enumerate(scribble["scribbles"]) if p)

@@ -97,7 +97,7 @@ def test_report_rows_equal_recomputed_metrics(run, dataset, weights, s2m_model, 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        proc = DAVISProcessor(mo_model, fusion_model, s2m_model, data.frames("synth3"), k)
+        proc = DAVISProcessor(mo_model, fusion_model, s2m_model, data.frames("synth3"), k, precision="fp32")
         while session.next():
             _, scribble, _ = session.get_scribbles(only_last=True)
             pred, cand, _ = proc.interact(scribble)

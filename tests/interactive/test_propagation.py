@@ -36,7 +36,7 @@ def rounds(mo_model, fusion_model):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # module-scoped: set up before the autouse one_thread fixture
     try:
-        vos = InteractivePropagation(mo_model, fusion_model, _video(), K)
+        vos = InteractivePropagation(mo_model, fusion_model, _video(), K, precision="fp32")
         vos.fusion_inputs = {}
         out = []
         for t in ROUNDS:
@@ -97,7 +97,7 @@ def test_fusion_inputs_of_round_3(rounds):
 
 
 def test_update_mask_only_leaves_prob(mo_model):
-    vos = InteractivePropagation(mo_model, None, _video()[:3], K)
+    vos = InteractivePropagation(mo_model, None, _video()[:3], K, precision="fp32")
     mask = _round_mask(1)
     before = vos.prob.clone()
     got = vos.update_mask_only(mask, 1)

@@ -36,7 +36,7 @@ def make_session(mo_model, s2m_model, fusion_model, clip):
     from stcn.interactive.api import InteractiveSession
 
     def make(k: int = K) -> InteractiveSession:
-        return InteractiveSession(mo_model, s2m_model, fusion_model, clip.frames, k)
+        return InteractiveSession(mo_model, s2m_model, fusion_model, clip.frames, k, precision="fp32")
 
     return make
 

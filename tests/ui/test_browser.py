@@ -171,8 +171,7 @@ def test_offline_brush_propagate_correct_save(offline_page, offline_state, clip,
     import stcn
     from stcn.interactive.api import InteractiveSession
 
-    # the model and the precision the page used: `stcn ui` asks for auto, which is bf16 on a CPU with
-    # native bfloat16 and fp32 elsewhere (the session's own default is fp32)
+    # the model and the precision the page used (auto: bf16 on a CPU with native bfloat16, else fp32)
     ran = offline_state.session.vos.frame_step.precision
     ref = InteractiveSession(stcn.load_model("demo"), None, None, clip.frames, 2, precision=ran)
     assert np.array_equal(saved, replay(ref, log))

@@ -44,10 +44,12 @@ def dense_topk_weights(sim: torch.Tensor, top_k: int) -> torch.Tensor:
 
 class DenseReferenceCore(InferenceCore):
     """:class:`InferenceCore` with the original's dense computation (see the module docstring).
-    Accepts the same arguments; ``channels_last`` defaults to off, ``max_memory_frames`` works too."""
+    Accepts the same arguments; ``channels_last`` defaults to off and ``precision`` to fp32 (the
+    original's default; ``amp=True`` as its ``--amp``), ``max_memory_frames`` works too."""
 
     def __init__(self, model, **options) -> None:
         options.setdefault("channels_last", False)
+        options.setdefault("precision", "fp32")
         if options.get("compile"):
             raise ValueError("the dense reference does not compile")
         super().__init__(model, **options)

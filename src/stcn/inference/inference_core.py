@@ -74,9 +74,12 @@ class InferenceCore:
             evaluation), or ``-1`` for the native size (its DAVIS evaluation). Default 480, the same as
             ``stcn segment`` and :class:`~stcn.inference.options.EngineOptions`. Outputs are always at
             the input size.
-        precision: ``fp32`` (exact, the default here), ``bf16``, ``fp16`` (CUDA) or ``auto`` (see
-            :func:`~stcn.inference.precision.resolve_precision`).
-        amp: the older spelling of mixed precision: ``fp16`` on CUDA, ``bf16`` elsewhere.
+        precision: the networks' precision (the memory read stays float32): ``auto`` (the default, as
+            every command's: fp16 on CUDA, bf16 on a CPU that runs it natively, fp32 otherwise; see
+            :func:`~stcn.inference.precision.resolve_precision`), ``fp32`` (exact: the fidelity tests and
+            the paper's numbers), ``bf16`` or ``fp16`` (CUDA). The mode that runs is ``self.precision``.
+        amp: the older spelling of mixed precision: ``fp16`` on CUDA, ``bf16`` elsewhere (unless
+            ``precision`` names bf16 or fp16 itself).
         similarity: ``"l2"`` (STCN) or ``"dot"`` (the paper's ablation).
         query_chunk: read the memory this many query positions at a time (default: chosen from
             ``work_memory_mb``).
@@ -89,9 +92,6 @@ class InferenceCore:
         channels_last: run the network channels-last (default: on CPU, where it is faster).
         compile: ``torch.compile`` the network's per-frame parts (fast mode; first frames compile).
             True uses the default backend (inductor); a string names another backend.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the networks
-            (:func:`stcn.inference.precision.resolve_precision`; the memory read stays float32). None
-            (default): ``amp`` decides (fp32 unless ``amp=True``). The chosen mode is ``self.precision``.
     """
 
     def __init__(
@@ -102,7 +102,7 @@ class InferenceCore:
         mem_every: int = 5,
         include_last: bool = False,
         size: int = DEFAULT_SIZE,
-        precision: str = "fp32",
+        precision: str = "auto",
         amp: bool = False,
         similarity: Similarity = "l2",
         query_chunk: int | None = None,
@@ -126,7 +126,7 @@ class InferenceCore:
         self.mem_every = mem_every
         self.include_last = include_last
         self.size = size
-        if amp and precision == "fp32":
+        if amp and precision in ("auto", "fp32"):
             precision = "fp16" if self.device.type == "cuda" else "bf16"
         # the per-frame network work (shared with the interactive core): precision, batches, compile
         self.frame_step = FrameStep(model, precision=precision, work_memory_mb=work_memory_mb, compile=compile)

@@ -91,7 +91,7 @@ class InteractiveSession:
         num_objects: K (object ids 1..K; 0 = background).
         history: undo steps kept.
         mem_every, top_k, precision: passed to :class:`InteractivePropagation` (precision: the propagation
-            network's, ``"fp32"`` exact by default, as the engines; `stcn ui` asks for ``"auto"``).
+            network's: ``"auto"`` by default, as `stcn ui`; ``"fp32"`` is exact).
 
     Strokes are point lists ``[(x, y), ...]`` in image coordinates at the true size (0 <= x <= W - 1,
     0 <= y <= H - 1); bad input raises :class:`stcn.errors.UserError`.
@@ -108,7 +108,7 @@ class InteractiveSession:
         history: int = 50,
         mem_every: int = 5,
         top_k: int = 20,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         if int(num_objects) < 1:
             raise UserError(f"num_objects must be at least 1, got {num_objects}")

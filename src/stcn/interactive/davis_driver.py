@@ -35,7 +35,7 @@ class DAVISProcessor:
 
     def __init__(self, prop_net: STCN, fusion: FusionNet | None, s2m: S2M, frames, num_objects: int, *,
                  schedule: Sequence[int] = PROPAGATE_AT, padded_canvas: bool = True, mem_every: int = 5,
-                 top_k: int = 20, precision: str = "fp32") -> None:
+                 top_k: int = 20, precision: str = "auto") -> None:
         self.vos = InteractivePropagation(prop_net, fusion, frames, num_objects, mem_every=mem_every, top_k=top_k,
                                           precision=precision)
         self.s2m = s2m.eval()

@@ -81,7 +81,7 @@ class InteractivePropagation:
             computed frame are always kept: they are small and serve the fusion alignment).
         precision, work_memory_mb: the propagation network's precision and work-memory budget, as
             :class:`stcn.inference.InferenceCore`'s (:class:`~stcn.inference.frame_step.FrameStep`);
-            ``fp32`` (the default) is exact. The fusion network runs in float32.
+            ``auto`` by default, ``fp32`` exact. The fusion network runs in float32.
     """
 
     def __init__(
@@ -94,7 +94,7 @@ class InteractivePropagation:
         mem_every: int = 5,
         top_k: int = 20,
         feature_cache: int = 16,
-        precision: str = "fp32",
+        precision: str = "auto",
         work_memory_mb: float = DEFAULT_WORK_MEMORY_MB,
     ) -> None:
         if num_objects < 1:
