@@ -21,8 +21,24 @@ torch.set_num_threads(2)
 NO_MKLDNN = os.environ.get("STCN_TEST_NO_MKLDNN", "") not in ("", "0")
 
 
+#: ``STCN_TEST_AUTO_BF16=1``: ``precision="auto"`` resolves to bf16 here and in every child process, as
+#: on a CPU with native bfloat16 (tests/auto_bf16/sitecustomize.py); .ci/run makes a pass of the whole
+#: suite this way, so that a test assuming ``auto`` is fp32 fails on AVX2 hosts too.
+AUTO_BF16 = os.environ.get("STCN_TEST_AUTO_BF16", "") not in ("", "0")
+if AUTO_BF16:
+    _SHIM = Path(__file__).parent / "auto_bf16"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SHIM), os.environ.get("PYTHONPATH")) if p)
+    _spec = importlib.util.spec_from_file_location("stcn_test_auto_bf16", _SHIM / "sitecustomize.py")
+    _shim = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_shim)
+    import stcn.inference.precision
+
+    _shim.pretend_native_bf16(stcn.inference.precision)
+
+
 def pytest_report_header(config):
-    return f"oneDNN (mkldnn): {'disabled (STCN_TEST_NO_MKLDNN)' if NO_MKLDNN else 'enabled'}"
+    return [f"oneDNN (mkldnn): {'disabled (STCN_TEST_NO_MKLDNN)' if NO_MKLDNN else 'enabled'}",
+            f"precision auto: {'bf16, as on a native-bf16 CPU (STCN_TEST_AUTO_BF16)' if AUTO_BF16 else 'this CPU'}"]
 
 
 @pytest.hookimpl(hookwrapper=True)
