@@ -1,6 +1,7 @@
 """resolve_precision: each capability faked (CPU flags, oneDNN, the timing probe) and the choice checked."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -313,3 +314,18 @@ def test_the_python_api_defaults_to_auto_as_the_commands():
 
     for engine in (InferenceCore, InteractivePropagation, InteractiveSession, DAVISProcessor):
         assert inspect.signature(engine).parameters["precision"].default == "auto", engine.__name__
+
+
+@pytest.mark.skipif(os.environ.get("STCN_TEST_AUTO_BF16", "") in ("", "0"), reason="only in the auto-bf16 pass")
+def test_the_auto_bf16_pass_reaches_this_process_and_its_children():
+    """.ci/run's STCN_TEST_AUTO_BF16=1 pass tests something only if auto really is bf16, here and in the
+    Python processes the tests start (the CLI forks, torchrun workers); the flags keep the real ones."""
+    import subprocess
+    import sys
+
+    assert P.resolve_precision("auto", CPU) == "bf16"
+    assert "avx512_bf16" in P.cpu_flags() and (P.cpu_flags() - {"avx512_bf16"})
+    child = subprocess.run([sys.executable, "-c", "import torch; from stcn.inference.precision import "
+                            "resolve_precision as r; print(r('auto', torch.device('cpu')))"],
+                           capture_output=True, text=True, timeout=300, check=True)
+    assert child.stdout.strip() == "bf16", child.stderr
