@@ -46,8 +46,5 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if __name__ == "sitecustomize":  # started as a child with this folder on PYTHONPATH
-    if MODULE in sys.modules:
-        pretend_native_bf16(sys.modules[MODULE])
-    else:
-        sys.meta_path.insert(0, _PatchOnImport())
+if __name__ == "sitecustomize":  # a child started with this folder on PYTHONPATH: nothing is imported yet
+    sys.meta_path.insert(0, _PatchOnImport())
